@@ -1,0 +1,496 @@
+"""The MemorySystem protocol and helpers every system shares (nothing system-specific).
+
+A memory system is any object with these methods::
+
+    observe(obs) -> None         idempotent per frame_id; never raises on a good frame
+    recall(query) -> Recall      read-only; safe to call concurrently with observe
+    save(dir) / load(dir)        safetensors / npz / json only, never pickle
+    stats() -> MemoryStats
+    reset() -> None
+
+and a ``name`` attribute. Structured queries (the ``oracle`` track) are answered by the
+shared reasoner in ``embodied_mem.memory.resolve``, which reads two things from a system:
+its ``diary`` (an ``ActionDiary`` of what the robot did: picks, places, rooms) and its own
+answers to ``catalog()`` (what entities it believes exist and where) and
+``locate(goal)`` (from where to see them). How well a system keeps those is what the
+benchmark measures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Protocol, runtime_checkable
+
+import numpy as np
+
+from embodied_mem.geometry import transform_points
+from embodied_mem.types import Event, Hit, MemoryStats, Observation, Pose, Query, Recall
+
+CHECKPOINT_FORMAT = "embodied_mem/1"
+
+
+@runtime_checkable
+class MemorySystem(Protocol):
+    name: str
+
+    def observe(self, obs: Observation) -> None: ...
+
+    def recall(self, query: Query) -> Recall: ...
+
+    def save(self, directory: str | os.PathLike) -> None: ...
+
+    def load(self, directory: str | os.PathLike) -> None: ...
+
+    def stats(self) -> MemoryStats: ...
+
+    def reset(self) -> None: ...
+
+
+# ----------------------------------------------------------------------------------------
+# Stream hygiene
+# ----------------------------------------------------------------------------------------
+class FrameGate:
+    """Makes ``observe`` idempotent per frame_id and rejects time going backwards.
+
+    ``admit(obs)`` returns False for a frame already seen (a replay of the same message) and
+    raises ``ValueError`` for a stamp older than the newest one admitted, before the caller
+    has touched its memory, so a bad frame leaves the memory as it was.
+    """
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.last_stamp = -math.inf
+        self.frames_seen = 0
+
+    def admit(self, obs: Observation) -> bool:
+        if obs.frame_id in self.seen:
+            return False
+        if obs.stamp < self.last_stamp:
+            raise ValueError(
+                f"Observation.stamp {obs.stamp:.3f} of frame {obs.frame_id} is older than the newest "
+                f"stamp already observed ({self.last_stamp:.3f}); the stream is out of order"
+            )
+        return True
+
+    def commit(self, obs: Observation) -> None:
+        """Mark a frame as stored; call after the memory has taken it."""
+        self.seen.add(int(obs.frame_id))
+        self.last_stamp = obs.stamp
+        self.frames_seen += 1
+
+    def reset(self) -> None:
+        self.__init__()
+
+    def to_dict(self) -> dict:
+        return {"seen": sorted(self.seen), "last_stamp": self.last_stamp, "frames_seen": self.frames_seen}
+
+    def load_dict(self, data: dict) -> None:
+        self.seen = set(int(i) for i in data["seen"])
+        self.last_stamp = float(data["last_stamp"])
+        self.frames_seen = int(data["frames_seen"])
+
+
+# ----------------------------------------------------------------------------------------
+# What one frame shows
+# ----------------------------------------------------------------------------------------
+@dataclass
+class InstanceView:
+    """One instance as seen in one frame: its pixels' 3D centroid and extent."""
+
+    instance_id: int
+    category: str
+    attributes: dict[str, str]
+    pixels: int
+    centroid: np.ndarray  # world xyz
+    extent_min: np.ndarray
+    extent_max: np.ndarray
+    mask_fraction: float  # pixels / image pixels (FindingDory's visibility measure)
+
+    @property
+    def kind(self) -> str:
+        return self.attributes.get("kind", "object")
+
+    @property
+    def description(self) -> str:
+        return describe(self.category, self.attributes)
+
+
+def describe(category: str, attributes: dict[str, str] | None = None) -> str:
+    """A short text for an entity, e.g. "small red ceramic mug"."""
+    attributes = attributes or {}
+    words = [attributes.get(key, "") for key in ("size", "color", "material")]
+    return " ".join(w for w in words + [category.replace("_", " ")] if w)
+
+
+def visible_instances(obs: Observation, min_pixels: int = 20) -> list[InstanceView]:
+    """Instances in ``obs`` with at least ``min_pixels`` pixels of valid depth.
+
+    Instances without depth (a depth image of zeros, say) are skipped: without depth there is
+    no position to remember.
+    """
+    if obs.instances is None:
+        return []
+    valid = obs.valid_depth() & (obs.instances > 0)
+    if not np.any(valid):
+        return []
+    ids = obs.instances[valid]
+    counts = np.bincount(ids)
+    wanted = np.nonzero(counts >= min_pixels)[0]
+    if wanted.size == 0:
+        return []
+    rows, cols = np.nonzero(valid)
+    camera = obs.camera
+    z = obs.depth[rows, cols].astype(np.float64)
+    points = np.stack([(cols + 0.5 - camera.cx) / camera.fx * z, (rows + 0.5 - camera.cy) / camera.fy * z, z], axis=-1)
+    world = transform_points(obs.world_T_camera.matrix(), points)
+    image_pixels = float(obs.instances.size)
+    views = []
+    for instance_id in wanted.tolist():
+        selected = world[ids == instance_id]
+        attributes = dict(obs.attributes.get(instance_id, {}))
+        views.append(
+            InstanceView(
+                instance_id=int(instance_id),
+                category=obs.labels.get(instance_id, "unknown"),
+                attributes=attributes,
+                pixels=int(counts[instance_id]),
+                centroid=selected.mean(axis=0),
+                extent_min=selected.min(axis=0),
+                extent_max=selected.max(axis=0),
+                mask_fraction=float(counts[instance_id]) / image_pixels,
+            )
+        )
+    return views
+
+
+# ----------------------------------------------------------------------------------------
+# What the robot did: the action diary every system keeps
+# ----------------------------------------------------------------------------------------
+@dataclass
+class DiaryEntry:
+    """One event with the robot's pose at the time and the descriptions of what it touched."""
+
+    kind: str
+    stamp: float
+    day: int
+    frame_id: int
+    pose: Pose
+    object_id: int | None = None
+    object_category: str | None = None
+    object_attributes: dict[str, str] = field(default_factory=dict)
+    receptacle_id: int | None = None
+    receptacle_category: str | None = None
+    receptacle_attributes: dict[str, str] = field(default_factory=dict)
+    room: str | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["pose"] = self.pose.to_dict()
+        return data
+
+    @staticmethod
+    def from_dict(data: dict) -> "DiaryEntry":
+        fields = dict(data)
+        fields["pose"] = Pose.from_dict(fields["pose"])
+        return DiaryEntry(**fields)
+
+
+@dataclass
+class RoomStay:
+    """A contiguous stay of the robot in one room."""
+
+    room: str
+    day: int
+    start: float
+    end: float
+    pose: Pose  # a pose the robot held inside the room (the middle of the stay)
+    frame_id: int
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["pose"] = self.pose.to_dict()
+        return data
+
+    @staticmethod
+    def from_dict(data: dict) -> "RoomStay":
+        fields = dict(data)
+        fields["pose"] = Pose.from_dict(fields["pose"])
+        return RoomStay(**fields)
+
+
+class ActionDiary:
+    """The robot's log of its own actions: pick / place events and where it spent its time.
+
+    This is proprioception, not perception: a robot knows what it grasped and which room its
+    map says it is in. It holds a few entries per interaction, so every memory system keeps
+    one; where things are *now* and how to see them is each system's own business.
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[DiaryEntry] = []
+        self.stays: list[RoomStay] = []
+        self._stay_poses: list[tuple[float, Pose, int]] = []
+        self.last_pose: Pose | None = None
+        self.last_stamp: float | None = None
+
+    def record(self, obs: Observation) -> None:
+        self.record_parts(obs.frame_id, obs.stamp, obs.day, obs.pose, obs.room, obs.events, obs.labels, obs.attributes)
+
+    def record_parts(
+        self,
+        frame_id: int,
+        stamp: float,
+        day: int,
+        pose: Pose,
+        room: str | None,
+        events: list[Event],
+        labels: dict[int, str],
+        attributes: dict[int, dict[str, str]],
+    ) -> None:
+        """Record one frame's worth of diary: its pose, room and pick / place events."""
+        self.last_pose, self.last_stamp = pose, stamp
+        for event in events:
+            if event.kind == "room_entered" and event.room:
+                room = event.room
+        self._track_room(frame_id, stamp, day, pose, room)
+
+        def label(instance_id: int | None) -> tuple[str | None, dict[str, str]]:
+            if instance_id is None:
+                return None, {}
+            return labels.get(instance_id), dict(attributes.get(instance_id, {}))
+
+        for event in events:
+            if event.kind not in ("pick", "place"):
+                continue
+            object_category, object_attributes = label(event.object_id)
+            receptacle_category, receptacle_attributes = label(event.receptacle_id)
+            self.entries.append(
+                DiaryEntry(
+                    kind=event.kind,
+                    stamp=event.stamp,
+                    day=day,
+                    frame_id=frame_id,
+                    pose=pose,
+                    object_id=event.object_id,
+                    object_category=object_category,
+                    object_attributes=object_attributes,
+                    receptacle_id=event.receptacle_id,
+                    receptacle_category=receptacle_category,
+                    receptacle_attributes=receptacle_attributes,
+                    room=event.room or room,
+                )
+            )
+
+    def _track_room(self, frame_id: int, stamp: float, day: int, pose: Pose, room: str | None) -> None:
+        if room is None:
+            return
+        current = self.stays[-1] if self.stays else None
+        if current is not None and current.room == room and current.day == day:
+            current.end = stamp
+            self._stay_poses.append((stamp, pose, frame_id))
+            middle = self._stay_poses[len(self._stay_poses) // 2]
+            current.pose, current.frame_id = middle[1], middle[2]
+            return
+        self.stays.append(RoomStay(room, day, stamp, stamp, pose, frame_id))
+        self._stay_poses = [(stamp, pose, frame_id)]
+
+    def interactions(self, day: int | None = None) -> list["Interaction"]:
+        """Pick -> place pairs in order, optionally of one day."""
+        found: list[Interaction] = []
+        open_picks: dict[int, DiaryEntry] = {}
+        for entry in self.entries:
+            if day is not None and entry.day != day:
+                continue
+            if entry.kind == "pick" and entry.object_id is not None:
+                open_picks[entry.object_id] = entry
+            elif entry.kind == "place" and entry.object_id in open_picks:
+                found.append(Interaction(open_picks.pop(entry.object_id), entry))
+        found.sort(key=lambda interaction: interaction.pick.stamp)
+        return found
+
+    def days(self) -> list[int]:
+        return sorted({stay.day for stay in self.stays} | {entry.day for entry in self.entries})
+
+    def reset(self) -> None:
+        self.__init__()
+
+    def to_dict(self) -> dict:
+        return {
+            "entries": [entry.to_dict() for entry in self.entries],
+            "stays": [stay.to_dict() for stay in self.stays],
+            "last_pose": None if self.last_pose is None else self.last_pose.to_dict(),
+            "last_stamp": self.last_stamp,
+        }
+
+    def load_dict(self, data: dict) -> None:
+        self.entries = [DiaryEntry.from_dict(entry) for entry in data["entries"]]
+        self.stays = [RoomStay.from_dict(stay) for stay in data["stays"]]
+        self._stay_poses = [(s.end, s.pose, s.frame_id) for s in self.stays[-1:]]
+        self.last_pose = None if data["last_pose"] is None else Pose.from_dict(data["last_pose"])
+        self.last_stamp = data["last_stamp"]
+
+
+@dataclass
+class Interaction:
+    """One rearrangement: the pick and the place of one object."""
+
+    pick: DiaryEntry
+    place: DiaryEntry
+
+    @property
+    def object_id(self) -> int:
+        return int(self.pick.object_id)
+
+    @property
+    def duration(self) -> float:
+        return self.place.stamp - self.pick.stamp
+
+
+# ----------------------------------------------------------------------------------------
+# What a system believes exists
+# ----------------------------------------------------------------------------------------
+@dataclass
+class Entity:
+    """An object or receptacle as a memory system believes it is now."""
+
+    entity_id: int
+    kind: str  # "object" | "receptacle"
+    category: str
+    attributes: dict[str, str]
+    position: np.ndarray
+    last_seen: float
+
+    @property
+    def description(self) -> str:
+        return describe(self.category, self.attributes)
+
+
+def matches(category: str | None, attributes: dict[str, str], wanted: dict | None) -> bool:
+    """Does an entity with ``category`` / ``attributes`` fit ``wanted`` = {"category", "attributes"}?"""
+    if not wanted:
+        return True
+    if wanted.get("category") and wanted["category"] != category:
+        return False
+    return all(attributes.get(key) == value for key, value in (wanted.get("attributes") or {}).items())
+
+
+# ----------------------------------------------------------------------------------------
+# Hits and checkpoints
+# ----------------------------------------------------------------------------------------
+def latency_recall(system: str, hits: list[Hit], started: float, now: float) -> Recall:
+    return Recall(hits=hits, system=system, latency_s=now - started)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def save_manifest(directory: str | os.PathLike, system: str, state: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``manifest.json`` (JSON state) and ``arrays.npz`` atomically enough for a checkpoint.
+
+    Files are written under temporary names and renamed, so an interrupted save never leaves
+    a half-written checkpoint under the final names.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    manifest = {"format": CHECKPOINT_FORMAT, "system": system, "state": state, "arrays": sorted(arrays)}
+    tmp_json, tmp_npz = directory / ".manifest.json.tmp", directory / ".arrays.tmp.npz"
+    write_json(tmp_json, manifest)
+    np.savez(tmp_npz, **arrays)
+    os.replace(tmp_npz, directory / "arrays.npz")
+    os.replace(tmp_json, directory / "manifest.json")
+
+
+def load_manifest(directory: str | os.PathLike, system: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read a checkpoint written by ``save_manifest``; ``ValueError`` on anything wrong."""
+    directory = Path(directory)
+    manifest_path, arrays_path = directory / "manifest.json", directory / "arrays.npz"
+    if not manifest_path.is_file() or not arrays_path.is_file():
+        raise ValueError(f"{directory} is not a checkpoint: manifest.json or arrays.npz is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"corrupt checkpoint {manifest_path}: {error}") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{manifest_path} is not an embodied_mem checkpoint (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
+    if manifest.get("system") != system:
+        raise ValueError(f"checkpoint {directory} holds a {manifest.get('system')!r} memory, not {system!r}")
+    try:
+        with np.load(arrays_path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except Exception as error:  # zipfile.BadZipFile, ValueError, OSError, EOFError...
+        raise ValueError(f"corrupt checkpoint {arrays_path}: {error}") from error
+    missing = sorted(set(manifest.get("arrays", [])) - set(arrays))
+    if missing:
+        raise ValueError(f"corrupt checkpoint {arrays_path}: arrays {missing} are missing")
+    return manifest["state"], arrays
+
+
+class ReadWriteLock:
+    """Many readers (recall) or one writer (observe, load, reset)."""
+
+    def __init__(self) -> None:
+        self._readers = 0
+        self._lock = threading.Lock()
+        self._no_readers = threading.Condition(self._lock)
+
+    def reading(self) -> "_Guard":
+        return _Guard(self._acquire_read, self._release_read)
+
+    def writing(self) -> "_Guard":
+        return _Guard(self._acquire_write, self._release_write)
+
+    def _acquire_read(self) -> None:
+        with self._lock:
+            self._readers += 1
+
+    def _release_read(self) -> None:
+        with self._lock:
+            self._readers -= 1
+            if self._readers == 0:
+                self._no_readers.notify_all()
+
+    def _acquire_write(self) -> None:
+        self._lock.acquire()
+        while self._readers:
+            self._no_readers.wait()
+
+    def _release_write(self) -> None:
+        self._lock.release()
+
+
+class _Guard:
+    def __init__(self, enter, leave) -> None:
+        self._enter, self._leave = enter, leave
+
+    def __enter__(self) -> None:
+        self._enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._leave()
+
+
+def unique_by(items: Iterable[Any], key) -> list[Any]:
+    """Keep the first item of each key, in order."""
+    seen, kept = set(), []
+    for item in items:
+        k = key(item)
+        if k not in seen:
+            seen.add(k)
+            kept.append(item)
+    return kept

@@ -1,0 +1,371 @@
+"""Baselines: keep every frame (``frame_bank``), or a fixed number of uniformly spaced frames
+(``subsampled_frames``, as FindingDory's VLM baselines see 96 frames of the video).
+
+A stored frame is its pose, time, room, events, a caption embedding, and for each visible
+instance its pixel count and 3D centroid (not the images: 10k frames of 320x240 RGB-D would
+be 8 GB). Recall is an exact scan. These are the yardsticks every other system is measured
+against in the same run.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embodied_mem.encoders import build_encoder
+from embodied_mem.geometry import bearing_in_body
+from embodied_mem.memory.base import (
+    ActionDiary,
+    Entity,
+    FrameGate,
+    ReadWriteLock,
+    describe,
+    load_manifest,
+    save_manifest,
+    visible_instances,
+)
+from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
+from embodied_mem.registry import register
+from embodied_mem.types import Event, Hit, MemoryStats, Observation, Pose, Query, Recall
+
+CAPTION_OBJECTS = 8  # instances named in a frame caption, largest first
+EMBED_BATCH = 64  # captions are embedded in batches: one at a time costs MiniLM ~8x more
+
+
+@dataclass
+class FrameBankConfig:
+    """Every frame kept. ``encoder``: "minilm" (real language) or "gt_hash" (label words, fast)."""
+
+    encoder: str = "minilm"
+    min_pixels: int = 20
+
+
+@dataclass
+class SubsampledFramesConfig:
+    """At most ``max_frames`` frames, uniformly spaced over the whole stream so far."""
+
+    encoder: str = "minilm"
+    min_pixels: int = 20
+    max_frames: int = 96
+
+
+@dataclass
+class FrameRecord:
+    frame_id: int
+    stamp: float
+    day: int
+    pose: Pose
+    room: str | None
+    caption: str
+    embedding: np.ndarray | None  # None until its batch is embedded
+    instance_ids: np.ndarray  # int32 (n,)
+    pixels: np.ndarray  # int32 (n,)
+    centroids: np.ndarray  # float32 (n, 3)
+    fractions: np.ndarray  # float32 (n,)
+    events: list[Event] = field(default_factory=list)
+    event_labels: dict[int, tuple[str, dict[str, str]]] = field(default_factory=dict)
+
+    def nbytes(self) -> int:
+        arrays = (self.instance_ids, self.pixels, self.centroids, self.fractions)
+        return sum(a.nbytes for a in arrays) + 4 * 384 + 8 * 12 + len(self.caption) + 64 * len(self.events)
+
+
+class FrameBank:
+    """Keeps frames (all, or ``max_frames`` uniformly spaced) and answers by exact scan."""
+
+    def __init__(self, config: FrameBankConfig | SubsampledFramesConfig, name: str = "frame_bank") -> None:
+        self.name = name
+        self.config = config
+        self.max_frames = getattr(config, "max_frames", None)
+        if self.max_frames is not None and self.max_frames < 2:
+            raise ValueError(f"max_frames must be at least 2, got {self.max_frames}")
+        self.encoder = build_encoder(config.encoder)
+        self._lock = ReadWriteLock()
+        self._embed_lock = threading.Lock()
+        self.reset()
+
+    # ------------------------------------------------------------------ protocol
+    def reset(self) -> None:
+        self.gate = FrameGate()
+        self.frames: list[FrameRecord] = []
+        self.labels: dict[int, tuple[str, dict[str, str]]] = {}
+        self._diary = ActionDiary()
+        self._diary_dirty = False
+        self._stride = 1  # subsampling: keep stream index % stride == 0
+        self._stream_index: dict[int, int] = {}
+        self._matrix: np.ndarray | None = None
+        self._pending: list[FrameRecord] = []
+
+    def observe(self, obs: Observation) -> None:
+        if not self.gate.admit(obs):
+            return
+        index = self.gate.frames_seen
+        record = self._record(obs) if index % self._stride == 0 else None
+        with self._lock.writing():
+            if record is not None:
+                self.frames.append(record)
+                self._pending.append(record)
+                if len(self._pending) >= EMBED_BATCH:
+                    self._embed_pending()
+                self._stream_index[record.frame_id] = index
+                self._matrix = None
+                for view_id, label in record.event_labels.items():
+                    self.labels.setdefault(view_id, label)
+                if self.max_frames is None:
+                    self._diary.record_parts(obs.frame_id, obs.stamp, obs.day, obs.pose, obs.room, obs.events, obs.labels, obs.attributes)
+                else:
+                    self._diary_dirty = True
+                    self._decimate()
+            self.gate.commit(obs)
+
+    def _record(self, obs: Observation) -> FrameRecord:
+        views = sorted(visible_instances(obs, self.config.min_pixels), key=lambda v: -v.pixels)
+        for view in views:
+            self.labels[view.instance_id] = (view.category, view.attributes)
+        words = ", ".join(v.description for v in views[:CAPTION_OBJECTS]) or "nothing in view"
+        events = ". ".join(e.text for e in obs.events if e.text)
+        room = (obs.room or "somewhere").replace("_", " ")
+        caption = f"{room}: {words}." + (f" {events}." if events else "")
+        event_ids = {i for e in obs.events for i in (e.object_id, e.receptacle_id) if i is not None}
+        return FrameRecord(
+            frame_id=obs.frame_id,
+            stamp=obs.stamp,
+            day=obs.day,
+            pose=obs.pose,
+            room=obs.room,
+            caption=caption,
+            embedding=None,
+            instance_ids=np.array([v.instance_id for v in views], dtype=np.int32),
+            pixels=np.array([v.pixels for v in views], dtype=np.int32),
+            centroids=np.array([v.centroid for v in views], dtype=np.float32).reshape(-1, 3),
+            fractions=np.array([v.mask_fraction for v in views], dtype=np.float32),
+            events=list(obs.events),
+            event_labels={i: (obs.labels.get(i, "unknown"), dict(obs.attributes.get(i, {}))) for i in event_ids},
+        )
+
+    def _embed_pending(self) -> None:
+        """Embed the captions still waiting (under the write lock)."""
+        pending = [f for f in self._pending if f.embedding is None]
+        self._pending = []
+        if pending:
+            with self._embed_lock:
+                vectors = self.encoder.encode([f.caption for f in pending])
+            for record, vector in zip(pending, vectors):
+                record.embedding = vector.astype(np.float32)
+            self._matrix = None
+
+    def flush(self) -> None:
+        """Finish deferred work (caption embeddings) so recall sees every frame."""
+        with self._lock.writing():
+            self._embed_pending()
+
+    def _decimate(self) -> None:
+        """Keep the stream uniformly spaced: past capacity, double the stride and drop the odd ones."""
+        while len(self.frames) > self.max_frames:
+            self._stride *= 2
+            self.frames = [f for f in self.frames if self._stream_index[f.frame_id] % self._stride == 0]
+            kept = {f.frame_id for f in self.frames}
+            self._stream_index = {k: v for k, v in self._stream_index.items() if k in kept}
+            self._pending = [f for f in self._pending if f.frame_id in kept]
+
+    @property
+    def diary(self) -> ActionDiary:
+        """What the robot did, as far as the kept frames tell."""
+        if self._diary_dirty:
+            diary = ActionDiary()
+            for f in self.frames:
+                labels = {i: label for i, (label, _) in f.event_labels.items()}
+                attributes = {i: attrs for i, (_, attrs) in f.event_labels.items()}
+                diary.record_parts(f.frame_id, f.stamp, f.day, f.pose, f.room, f.events, labels, attributes)
+            self._diary, self._diary_dirty = diary, False
+        return self._diary
+
+    def recall(self, query: Query) -> Recall:
+        started = time.perf_counter()
+        if self._pending:
+            self.flush()
+        with self._lock.reading():
+            if query.constraints is not None:
+                hits = recall_structured(self, query)
+            else:
+                hits = self._recall_text(query)
+        return Recall(hits, self.name, time.perf_counter() - started)
+
+    def stats(self) -> MemoryStats:
+        with self._lock.reading():
+            total = sum(f.nbytes() for f in self.frames) + 200 * len(self.labels)
+            return MemoryStats(items=len(self.frames), bytes=int(total), frames_seen=self.gate.frames_seen)
+
+    # ------------------------------------------------------------------ structured recall
+    def catalog(self) -> list[Entity]:
+        latest: dict[int, tuple[np.ndarray, float]] = {}
+        for f in self.frames:
+            for instance_id, centroid in zip(f.instance_ids.tolist(), f.centroids):
+                latest[instance_id] = (centroid.astype(np.float64), f.stamp)
+        entities = []
+        for instance_id, (position, stamp) in latest.items():
+            category, attributes = self.labels.get(instance_id, ("unknown", {}))
+            entities.append(Entity(instance_id, attributes.get("kind", "object"), category, attributes, position, stamp))
+        return entities
+
+    def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
+        if goal.target == "room":
+            return [
+                Hit(stay.frame_id, stay.start, stay.pose, None, None, 1.0 / (rank + 1), self.name, {"room": stay.room})
+                for rank, stay in enumerate(goal.rooms)
+            ]
+        hits = []
+        for entity_id in goal.entity_ids:
+            hit = self._best_view(entity_id, goal)
+            if hit is not None:
+                hits.append(hit)
+        hits.sort(key=lambda h: -h.score)
+        return hits
+
+    def _best_view(self, entity_id: int, goal: ResolvedGoal) -> Hit | None:
+        """The frame that shows the entity where it was last seen, largest and most centred."""
+        sightings = []
+        for f in self.frames:
+            where = np.nonzero(f.instance_ids == entity_id)[0]
+            if where.size:
+                sightings.append((f, int(where[0])))
+        if not sightings:
+            return None
+        latest = sightings[-1][0].centroids[sightings[-1][1]].astype(np.float64)
+        best, best_score = None, -math.inf
+        for f, row in sightings:
+            centroid = f.centroids[row].astype(np.float64)
+            if np.linalg.norm(centroid - latest) > 0.5:  # an older place: the thing has moved since
+                continue
+            distance = float(np.linalg.norm(centroid[:2] - f.pose.position[:2]))
+            bearing = bearing_in_body(f.pose, centroid)
+            score = float(f.fractions[row]) * (1.0 if distance < 2.5 else 0.3) * (1.0 if bearing < math.radians(35) else 0.3)
+            if score >= best_score:
+                best, best_score = (f, centroid), score
+        frame, centroid = best
+        agent_pose = frame.pose
+        poses = goal.interaction_poses.get(entity_id)
+        if poses:  # the robot stood right there when it picked from / placed on it
+            agent_pose = poses[-1][0]
+        return Hit(frame.frame_id, frame.stamp, agent_pose, centroid, entity_id, best_score, self.name, {"sightings": len(sightings)})
+
+    # ------------------------------------------------------------------ language recall
+    def _embeddings(self) -> np.ndarray:
+        if self._matrix is None or len(self._matrix) != len(self.frames):
+            dim = self.encoder.dim
+            self._matrix = np.stack([f.embedding for f in self.frames]) if self.frames else np.zeros((0, dim), np.float32)
+        return self._matrix
+
+    def _recall_text(self, query: Query) -> list[Hit]:
+        if not self.frames:
+            return []
+        with self._embed_lock:
+            vector = self.encoder.encode([query.text])[0]
+        scores = self._embeddings() @ vector
+        if query.time_range is not None:
+            stamps = np.array([f.stamp for f in self.frames])
+            scores = np.where((stamps >= query.time_range[0]) & (stamps <= query.time_range[1]), scores, -np.inf)
+        hits = []
+        for row in np.argsort(-scores)[: query.k]:
+            if not np.isfinite(scores[row]):
+                break
+            frame = self.frames[int(row)]
+            target, object_id = self._best_instance(frame, vector)
+            hits.append(Hit(frame.frame_id, frame.stamp, frame.pose, target, object_id, float(scores[row]), self.name, {"caption": frame.caption}))
+        return hits
+
+    def _best_instance(self, frame: FrameRecord, vector: np.ndarray) -> tuple[np.ndarray | None, int | None]:
+        if frame.instance_ids.size == 0:
+            return None, None
+        texts = [describe(*self.labels.get(int(i), ("unknown", {}))) for i in frame.instance_ids]
+        with self._embed_lock:
+            similarity = self.encoder.encode(texts) @ vector
+        row = int(np.argmax(similarity))
+        return frame.centroids[row].astype(np.float64), int(frame.instance_ids[row])
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, directory) -> None:
+        self.flush()
+        with self._lock.reading():
+            rows = [(f, n) for n, f in enumerate(self.frames)]
+            arrays = {
+                "frame_ids": np.array([f.frame_id for f, _ in rows], dtype=np.int64),
+                "stamps": np.array([f.stamp for f, _ in rows], dtype=np.float64),
+                "days": np.array([f.day for f, _ in rows], dtype=np.int32),
+                "poses": np.array([np.concatenate([f.pose.position, f.pose.orientation]) for f, _ in rows]).reshape(-1, 7),
+                "embeddings": self._embeddings().copy(),
+                "instance_frame": np.concatenate([np.full(f.instance_ids.size, n, np.int32) for f, n in rows] or [np.zeros(0, np.int32)]),
+                "instance_ids": np.concatenate([f.instance_ids for f, _ in rows] or [np.zeros(0, np.int32)]),
+                "pixels": np.concatenate([f.pixels for f, _ in rows] or [np.zeros(0, np.int32)]),
+                "centroids": np.concatenate([f.centroids for f, _ in rows] or [np.zeros((0, 3), np.float32)]),
+                "fractions": np.concatenate([f.fractions for f, _ in rows] or [np.zeros(0, np.float32)]),
+            }
+            state = {
+                "config": vars(self.config),
+                "gate": self.gate.to_dict(),
+                "stride": self._stride,
+                "stream_index": {str(k): v for k, v in self._stream_index.items()},
+                "labels": {str(k): [c, a] for k, (c, a) in self.labels.items()},
+                "frames": [
+                    {
+                        "room": f.room,
+                        "caption": f.caption,
+                        "events": [e.to_dict() for e in f.events],
+                        "event_labels": {str(k): [c, a] for k, (c, a) in f.event_labels.items()},
+                    }
+                    for f, _ in rows
+                ],
+                "diary": self.diary.to_dict(),
+            }
+        save_manifest(directory, self.name, state, arrays)
+
+    def load(self, directory) -> None:
+        state, arrays = load_manifest(Path(directory), self.name)
+        try:
+            frames = []
+            for n, meta in enumerate(state["frames"]):
+                rows = arrays["instance_frame"] == n
+                frames.append(
+                    FrameRecord(
+                        frame_id=int(arrays["frame_ids"][n]),
+                        stamp=float(arrays["stamps"][n]),
+                        day=int(arrays["days"][n]),
+                        pose=Pose(arrays["poses"][n][:3], arrays["poses"][n][3:]),
+                        room=meta["room"],
+                        caption=meta["caption"],
+                        embedding=arrays["embeddings"][n].astype(np.float32),
+                        instance_ids=arrays["instance_ids"][rows].astype(np.int32),
+                        pixels=arrays["pixels"][rows].astype(np.int32),
+                        centroids=arrays["centroids"][rows].astype(np.float32),
+                        fractions=arrays["fractions"][rows].astype(np.float32),
+                        events=[Event.from_dict(e) for e in meta["events"]],
+                        event_labels={int(k): (c, a) for k, (c, a) in meta["event_labels"].items()},
+                    )
+                )
+            gate = FrameGate()
+            gate.load_dict(state["gate"])
+            diary = ActionDiary()
+            diary.load_dict(state["diary"])
+            labels = {int(k): (c, a) for k, (c, a) in state["labels"].items()}
+            stream_index = {int(k): int(v) for k, v in state["stream_index"].items()}
+        except (KeyError, IndexError, TypeError, ValueError) as error:
+            raise ValueError(f"corrupt {self.name} checkpoint {directory}: {error!r}") from error
+        with self._lock.writing():  # swap in only once everything parsed
+            self.frames, self.gate, self._diary, self.labels = frames, gate, diary, labels
+            self._diary_dirty = False
+            self._stride, self._stream_index, self._matrix = int(state["stride"]), stream_index, None
+
+
+@register("memory", "frame_bank", FrameBankConfig)
+def build_frame_bank(config: FrameBankConfig) -> FrameBank:
+    return FrameBank(config, "frame_bank")
+
+
+@register("memory", "subsampled_frames", SubsampledFramesConfig)
+def build_subsampled_frames(config: SubsampledFramesConfig) -> FrameBank:
+    return FrameBank(config, "subsampled_frames")

@@ -1,0 +1,201 @@
+"""The embedded simulator: a Stretch-like robot in a procedural home, on the CPU.
+
+Actions are Habitat's defaults: move forward 0.25 m, turn 30 degrees. An action may ask for
+less (a final 0.1 m, a 12 degree turn) so a navigator can stop on an exact pose, as Habitat's
+continuous base control allows Stretch to; it may never ask for more. Every action is one
+step: the clock advances by ``step_seconds`` and the robot renders a new observation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from embodied_mem.geometry import bearing_in_body, camera_mount, pinhole_camera, wrap_angle
+from embodied_mem.sim.embedded.navigation import NavigationGrid
+from embodied_mem.sim.embedded.render import Frame, Renderer
+from embodied_mem.sim.embedded.world import World, WorldState
+from embodied_mem.types import CameraInfo, Event, Observation, Pose
+
+FORWARD_STEP = 0.25
+TURN_STEP = math.radians(30.0)
+SECONDS_PER_DAY = 86400.0
+
+
+@dataclass
+class EnvConfig:
+    """Camera and robot of the embedded simulator (defaults: Stretch's head camera, roughly)."""
+
+    width: int = 320
+    height: int = 240
+    hfov_deg: float = 90.0
+    camera_height: float = 1.2
+    camera_pitch_deg: float = 20.0  # tilted down
+    max_depth: float = 10.0
+    robot_radius: float = 0.2
+    grid_resolution: float = 0.05
+    step_seconds: float = 5.0
+    day_start_hour: float = 9.0
+
+
+@dataclass
+class Action:
+    """``forward`` (metres, 0 < amount <= 0.25), ``turn`` (radians, |amount| <= 30 deg, + is left),
+    or ``wait`` (manipulate / look: the robot stays put for a step)."""
+
+    kind: str
+    amount: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("forward", "turn", "wait"):
+            raise ValueError(f"Action.kind must be forward, turn or wait, got {self.kind!r}")
+        if not math.isfinite(self.amount):
+            raise ValueError(f"Action.amount must be finite, got {self.amount}")
+        if self.kind == "forward" and not 0.0 < self.amount <= FORWARD_STEP + 1e-9:
+            raise ValueError(f"forward amount must be in (0, {FORWARD_STEP}] m, got {self.amount}")
+        if self.kind == "turn" and abs(self.amount) > TURN_STEP + 1e-9:
+            raise ValueError(f"turn amount must be within +-30 degrees, got {math.degrees(self.amount):.1f}")
+
+
+class EmbeddedEnv:
+    """The world, its changing state, the robot's pose and the clock."""
+
+    def __init__(self, world: World, config: EnvConfig | None = None) -> None:
+        self.world = world
+        self.config = config or EnvConfig()
+        c = self.config
+        self.camera: CameraInfo = pinhole_camera(c.width, c.height, c.hfov_deg, camera_mount(c.camera_height, math.radians(c.camera_pitch_deg)))
+        self.grid = NavigationGrid(world, c.grid_resolution, c.robot_radius)
+        self.renderer = Renderer(world, self.camera, c.max_depth)
+        self.state = WorldState.initial(world)
+        self.pose = Pose.from_xy_yaw(0.0, 0.0, 0.0)
+        self.day = 0
+        self.step_index = 0  # steps taken today
+        self.frame_id = 0
+        self.collisions = 0
+        self._viewpoints: dict[tuple[int, str, int], np.ndarray] = {}
+        self.room_grid = self._room_grid()
+
+    def _room_grid(self) -> np.ndarray:
+        """Index into ``world.rooms`` of every grid cell (-1 outside every room)."""
+        spec = self.grid.spec
+        ii, jj = np.meshgrid(np.arange(spec.shape[0]), np.arange(spec.shape[1]), indexing="ij")
+        centers = spec.centers(np.stack([ii.ravel(), jj.ravel()], axis=-1))
+        rooms = np.full(len(centers), -1, dtype=np.int32)
+        for index, room in enumerate(self.world.rooms):
+            inside = (centers[:, 0] >= room.x0) & (centers[:, 0] < room.x1) & (centers[:, 1] >= room.y0) & (centers[:, 1] < room.y1)
+            rooms[inside] = index
+        return rooms.reshape(spec.shape)
+
+    # ------------------------------------------------------------------ clock
+    @property
+    def stamp(self) -> float:
+        c = self.config
+        return self.day * SECONDS_PER_DAY + c.day_start_hour * 3600.0 + self.step_index * c.step_seconds
+
+    def start_day(self, day: int, pose: Pose) -> None:
+        self.day, self.step_index = day, 0
+        self.pose = pose
+
+    # ------------------------------------------------------------------ acting
+    def step(self, action: Action, events: list[Event] | None = None) -> Observation:
+        """Apply an action, advance the clock one step and return what the robot sees."""
+        x, y, z = self.pose.position
+        yaw = self.pose.yaw
+        if action.kind == "forward":
+            nx, ny = x + action.amount * math.cos(yaw), y + action.amount * math.sin(yaw)
+            if self.grid.is_navigable((nx, ny)):
+                x, y = nx, ny
+            else:
+                self.collisions += 1
+        elif action.kind == "turn":
+            yaw = wrap_angle(yaw + action.amount)
+        self.pose = Pose.from_xy_yaw(x, y, yaw)
+        self.step_index += 1
+        return self.observe(events or [])
+
+    def observe(self, events: list[Event] | None = None) -> Observation:
+        """Render the current pose into an Observation (and count it as a frame)."""
+        frame = self.render(self.pose)
+        ids = [int(i) for i in np.unique(frame.instances) if i > 0]
+        # Events happen at this step, whatever stamp the caller guessed.
+        events = [replace(event, stamp=self.stamp) for event in events or []]
+        for event in events:
+            ids += [i for i in (event.object_id, event.receptacle_id) if i is not None]
+        ids = sorted(set(ids))
+        room = self.world.room_at(*self.pose.position[:2])
+        obs = Observation(
+            stamp=self.stamp,
+            frame_id=self.frame_id,
+            rgb=frame.rgb,
+            depth=frame.depth,
+            pose=self.pose,
+            camera=self.camera,
+            instances=frame.instances,
+            labels={i: self.world.label(i) for i in ids},
+            events=events,
+            day=self.day,
+            attributes={i: self.world.attributes(i) for i in ids},
+            room=room.name if room else None,
+        )
+        self.frame_id += 1
+        return obs
+
+    def render(self, pose: Pose) -> Frame:
+        return self.renderer.render(self.state, pose)
+
+    def teleport(self, pose: Pose) -> None:
+        self.pose = Pose.from_xy_yaw(float(pose.position[0]), float(pose.position[1]), pose.yaw)
+
+    # ------------------------------------------------------------------ ground truth
+    def room_of(self, xy) -> str | None:
+        room = self.world.room_at(float(xy[0]), float(xy[1]))
+        return room.name if room else None
+
+    def entity_position(self, entity_id: int) -> np.ndarray:
+        """Current centre of an object, or the centre of a receptacle's top."""
+        if entity_id in self.world.receptacles:
+            box = self.world.receptacles[entity_id].box
+            return np.array([*box.center[:2], box.max_corner[2]])
+        if entity_id in self.state.placements:
+            return self.state.placements[entity_id].position.copy()
+        if entity_id == self.state.held:
+            return np.array([*self.pose.position[:2], 0.8])
+        raise KeyError(f"unknown entity {entity_id}")
+
+    def viewpoint_cells(self, entity_id: int) -> np.ndarray:
+        """Navigable cells from which the entity counts as reachable (FindingDory's viewpoints).
+
+        Receptacles: cells within 0.9 m of the footprint (where the robot stands to pick or
+        place). Objects: cells within 1.5 m of the object's current position. Both only in
+        the entity's own room, so no viewpoint looks through a wall.
+        """
+        version = self.state.version if entity_id in self.world.objects else -1
+        key = (entity_id, "vp", version)
+        if key not in self._viewpoints:
+            position = self.entity_position(entity_id)
+            if entity_id in self.world.receptacles:
+                cells = self.grid.cells_near_box(self.world.receptacles[entity_id].box, 0.9)
+            else:
+                cells = self.grid.cells_within(position, 1.5)
+            room = self.room_grid[self.grid.spec.cell(position)]
+            self._viewpoints[key] = cells[self.room_grid[cells[:, 0], cells[:, 1]] == room]
+        return self._viewpoints[key]
+
+    def geodesic_to_entity(self, xy, entity_id: int) -> float:
+        """Geodesic distance from ``xy`` to the entity's nearest viewpoint (inf if none is reachable)."""
+        cells = self.viewpoint_cells(entity_id)
+        if len(cells) == 0:
+            return math.inf
+        field = self.grid.distance_field(cells)
+        return float(field[self.grid._snap_cell(xy)])
+
+    def visible_fraction(self, pose: Pose, entity_id: int) -> float:
+        """Fraction of the image covered by the entity when seen from ``pose``."""
+        frame = self.render(pose)
+        return float(np.count_nonzero(frame.instances == entity_id)) / frame.instances.size
+
+    def bearing(self, pose: Pose, entity_id: int) -> float:
+        return bearing_in_body(pose, self.entity_position(entity_id))

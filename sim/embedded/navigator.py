@@ -1,0 +1,101 @@
+"""The oracle navigator: A* on the occupancy grid, then forward / turn actions along the path.
+
+It drives the robot to any reachable pose. The last forward and turn of an approach may be
+shorter than the default step so the robot stops exactly on the goal pose.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+
+from embodied_mem.geometry import wrap_angle
+from embodied_mem.sim.embedded.env import FORWARD_STEP, TURN_STEP, Action, EmbeddedEnv
+from embodied_mem.types import Observation, Pose
+
+
+class Unreachable(RuntimeError):
+    pass
+
+
+def turn_actions(current_yaw: float, target_yaw: float) -> list[Action]:
+    delta = wrap_angle(target_yaw - current_yaw)
+    actions = []
+    while abs(delta) > 1e-6:
+        step = math.copysign(min(abs(delta), TURN_STEP), delta)
+        actions.append(Action("turn", step))
+        delta -= step
+    return actions
+
+
+def forward_actions(distance: float) -> list[Action]:
+    actions = []
+    while distance > 1e-6:
+        step = min(distance, FORWARD_STEP)
+        actions.append(Action("forward", step))
+        distance -= step
+    return actions
+
+
+class Navigator:
+    """Plans on ``env.grid`` and executes with ``env.step``."""
+
+    def __init__(self, env: EmbeddedEnv) -> None:
+        self.env = env
+
+    def plan_actions(self, start: Pose, goal: Pose) -> list[Action]:
+        """The actions that take the robot from ``start`` to ``goal``; raises Unreachable."""
+        waypoints = self.env.grid.plan(start.position[:2], goal.position[:2])
+        if waypoints is None:
+            raise Unreachable(f"no path from {start} to {goal}")
+        actions: list[Action] = []
+        yaw = start.yaw
+        position = np.asarray(start.position[:2], dtype=np.float64)
+        for waypoint in waypoints[1:]:
+            delta = waypoint - position
+            distance = float(np.linalg.norm(delta))
+            if distance < 1e-6:
+                continue
+            heading = math.atan2(delta[1], delta[0])
+            actions += turn_actions(yaw, heading)
+            actions += forward_actions(distance)
+            yaw, position = heading, waypoint
+        actions += turn_actions(yaw, goal.yaw)
+        return actions
+
+    def drive(self, goal: Pose, on_step: Callable[[Observation], None] | None = None, max_steps: int = 10_000) -> Iterator[Observation]:
+        """Drive to ``goal``, yielding each observation; raises Unreachable."""
+        for index, action in enumerate(self.plan_actions(self.env.pose, goal)):
+            if index >= max_steps:
+                return
+            obs = self.env.step(action)
+            if on_step is not None:
+                on_step(obs)
+            yield obs
+
+    def path_length(self, start: Pose, goal: Pose) -> float:
+        waypoints = self.env.grid.plan(start.position[:2], goal.position[:2])
+        if waypoints is None:
+            return math.inf
+        return float(sum(np.linalg.norm(b - a) for a, b in zip(waypoints[:-1], waypoints[1:])))
+
+    def approach_pose(self, target_xyz: np.ndarray, standoff: float = 0.7, start: Pose | None = None) -> Pose | None:
+        """A reachable pose about ``standoff`` from the target, facing it; None if there is none."""
+        grid = self.env.grid
+        target = np.asarray(target_xyz, dtype=np.float64)[:2]
+        for radius in (standoff + 0.4, standoff + 1.0, standoff + 2.0):
+            cells = grid.cells_within(target, radius)
+            if len(cells) == 0:
+                continue
+            centers = grid.spec.centers(cells)
+            gap = np.abs(np.linalg.norm(centers - target, axis=1) - standoff)
+            reference = start.position[:2] if start is not None else None
+            for index in np.argsort(gap)[:40]:
+                candidate = centers[index]
+                if reference is not None and math.isinf(grid.geodesic(reference, candidate)):
+                    continue
+                yaw = math.atan2(target[1] - candidate[1], target[0] - candidate[0])
+                return Pose.from_xy_yaw(float(candidate[0]), float(candidate[1]), yaw)
+        return None
