@@ -55,6 +55,7 @@ class MiniLMEncoder:
         self.config = config or MiniLMConfig()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        load_minilm()  # load now (seconds, once per process), not in the middle of a stream
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if isinstance(texts, str):

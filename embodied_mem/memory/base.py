@@ -364,10 +364,17 @@ class Entity:
     attributes: dict[str, str]
     position: np.ndarray
     last_seen: float
+    extent: tuple[np.ndarray, np.ndarray] | None = None  # world box (min, max) of what was seen of it
 
     @property
     def description(self) -> str:
         return describe(self.category, self.attributes)
+
+    def nearest_point(self, xy: np.ndarray) -> np.ndarray:
+        """The point of the entity (its box, else its centre) nearest to ``xy``, in plan view."""
+        if self.extent is None:
+            return self.position[:2]
+        return np.clip(np.asarray(xy, dtype=np.float64)[:2], self.extent[0][:2], self.extent[1][:2])
 
 
 def matches(category: str | None, attributes: dict[str, str], wanted: dict | None) -> bool:
@@ -377,6 +384,41 @@ def matches(category: str | None, attributes: dict[str, str], wanted: dict | Non
     if wanted.get("category") and wanted["category"] != category:
         return False
     return all(attributes.get(key) == value for key, value in (wanted.get("attributes") or {}).items())
+
+
+def trajectory_distance(positions: np.ndarray, origin_xy: np.ndarray, cell: float = 0.25):
+    """Travel distance from ``origin_xy`` along the robot's own path, as a function of a point.
+
+    The places the robot has been (``positions``, in order) are binned into ``cell`` metre
+    cells joined where the robot moved between them: a graph of known-free routes. A target's
+    distance is the shortest route to the visited cell nearest it plus the straight last leg.
+    Unlike straight-line distance it goes around walls, through doors the robot used.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)[:, :2]
+    if len(positions) == 0:
+        return lambda xy: float(np.linalg.norm(np.asarray(xy)[:2] - origin_xy[:2]))
+    keys = np.floor(positions / cell).astype(np.int64)
+    unique, index = np.unique(keys, axis=0, return_inverse=True)
+    index = index.reshape(-1)
+    centers = (unique + 0.5) * cell
+    moved = index[1:] != index[:-1]
+    a, b = index[:-1][moved], index[1:][moved]
+    weights = np.linalg.norm(centers[a] - centers[b], axis=1)
+    graph = coo_matrix((weights, (a, b)), shape=(len(unique), len(unique))).tocsr()
+    start = int(np.argmin(np.linalg.norm(centers - np.asarray(origin_xy)[:2], axis=1)))
+    route = dijkstra(graph, directed=False, indices=start)
+    head = float(np.linalg.norm(centers[start] - np.asarray(origin_xy)[:2]))
+
+    def distance(xy) -> float:
+        legs = np.linalg.norm(centers - np.asarray(xy, dtype=np.float64)[:2], axis=1)
+        # The last leg is straight, so only from places close to the target (never through walls).
+        close = legs <= max(1.5, float(legs.min()) + 0.5)
+        return head + float(np.min(route[close] + legs[close]))
+
+    return distance
 
 
 # ----------------------------------------------------------------------------------------

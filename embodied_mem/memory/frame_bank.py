@@ -27,6 +27,7 @@ from embodied_mem.memory.base import (
     describe,
     load_manifest,
     save_manifest,
+    trajectory_distance,
     visible_instances,
 )
 from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
@@ -66,12 +67,13 @@ class FrameRecord:
     instance_ids: np.ndarray  # int32 (n,)
     pixels: np.ndarray  # int32 (n,)
     centroids: np.ndarray  # float32 (n, 3)
+    extents: np.ndarray  # float32 (n, 6): min xyz, max xyz of the visible part
     fractions: np.ndarray  # float32 (n,)
     events: list[Event] = field(default_factory=list)
     event_labels: dict[int, tuple[str, dict[str, str]]] = field(default_factory=dict)
 
     def nbytes(self) -> int:
-        arrays = (self.instance_ids, self.pixels, self.centroids, self.fractions)
+        arrays = (self.instance_ids, self.pixels, self.centroids, self.extents, self.fractions)
         return sum(a.nbytes for a in arrays) + 4 * 384 + 8 * 12 + len(self.caption) + 64 * len(self.events)
 
 
@@ -143,6 +145,7 @@ class FrameBank:
             instance_ids=np.array([v.instance_id for v in views], dtype=np.int32),
             pixels=np.array([v.pixels for v in views], dtype=np.int32),
             centroids=np.array([v.centroid for v in views], dtype=np.float32).reshape(-1, 3),
+            extents=np.array([np.concatenate([v.extent_min, v.extent_max]) for v in views], dtype=np.float32).reshape(-1, 6),
             fractions=np.array([v.mask_fraction for v in views], dtype=np.float32),
             events=list(obs.events),
             event_labels={i: (obs.labels.get(i, "unknown"), dict(obs.attributes.get(i, {}))) for i in event_ids},
@@ -203,15 +206,23 @@ class FrameBank:
 
     # ------------------------------------------------------------------ structured recall
     def catalog(self) -> list[Entity]:
-        latest: dict[int, tuple[np.ndarray, float]] = {}
+        """Every instance where it was last seen, with the box of all its sightings there."""
+        sightings: dict[int, list[tuple[np.ndarray, np.ndarray, float]]] = {}
         for f in self.frames:
-            for instance_id, centroid in zip(f.instance_ids.tolist(), f.centroids):
-                latest[instance_id] = (centroid.astype(np.float64), f.stamp)
+            for instance_id, centroid, extent in zip(f.instance_ids.tolist(), f.centroids, f.extents):
+                sightings.setdefault(instance_id, []).append((centroid.astype(np.float64), extent.astype(np.float64), f.stamp))
         entities = []
-        for instance_id, (position, stamp) in latest.items():
+        for instance_id, seen in sightings.items():
+            position, _, stamp = seen[-1]
+            here = [extent for centroid, extent, _ in seen if np.linalg.norm(centroid - position) <= 0.5]
+            box = (np.min([e[:3] for e in here], axis=0), np.max([e[3:] for e in here], axis=0))
             category, attributes = self.labels.get(instance_id, ("unknown", {}))
-            entities.append(Entity(instance_id, attributes.get("kind", "object"), category, attributes, position, stamp))
+            entities.append(Entity(instance_id, attributes.get("kind", "object"), category, attributes, position, stamp, box))
         return entities
+
+    def distance_from(self, near: Pose):
+        """Travel distance along the routes the kept frames show the robot took."""
+        return trajectory_distance(np.array([f.pose.position for f in self.frames]), near.position)
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
@@ -288,6 +299,21 @@ class FrameBank:
         row = int(np.argmax(similarity))
         return frame.centroids[row].astype(np.float64), int(frame.instance_ids[row])
 
+    # ------------------------------------------------------------------ pictures
+    def plot(self, ax) -> None:
+        """Kept frames as heading ticks coloured by time; remembered entities where last seen."""
+        self.flush()
+        with self._lock.reading():
+            if not self.frames:
+                return
+            xy = np.array([f.pose.position[:2] for f in self.frames])
+            yaw = np.array([f.pose.yaw for f in self.frames])
+            stamps = np.array([f.stamp for f in self.frames])
+            ax.quiver(xy[:, 0], xy[:, 1], np.cos(yaw), np.sin(yaw), stamps, cmap="viridis", scale=40, width=0.002, zorder=5)
+            for entity in self.catalog():
+                marker = "s" if entity.kind == "receptacle" else "o"
+                ax.scatter(*entity.position[:2], marker=marker, s=30, facecolors="none", edgecolors="#d62728", linewidths=0.8, zorder=6)
+
     # ------------------------------------------------------------------ checkpoints
     def save(self, directory) -> None:
         self.flush()
@@ -303,6 +329,7 @@ class FrameBank:
                 "instance_ids": np.concatenate([f.instance_ids for f, _ in rows] or [np.zeros(0, np.int32)]),
                 "pixels": np.concatenate([f.pixels for f, _ in rows] or [np.zeros(0, np.int32)]),
                 "centroids": np.concatenate([f.centroids for f, _ in rows] or [np.zeros((0, 3), np.float32)]),
+                "extents": np.concatenate([f.extents for f, _ in rows] or [np.zeros((0, 6), np.float32)]),
                 "fractions": np.concatenate([f.fractions for f, _ in rows] or [np.zeros(0, np.float32)]),
             }
             state = {
@@ -342,6 +369,7 @@ class FrameBank:
                         instance_ids=arrays["instance_ids"][rows].astype(np.int32),
                         pixels=arrays["pixels"][rows].astype(np.int32),
                         centroids=arrays["centroids"][rows].astype(np.float32),
+                        extents=arrays["extents"][rows].astype(np.float32),
                         fractions=arrays["fractions"][rows].astype(np.float32),
                         events=[Event.from_dict(e) for e in meta["events"]],
                         event_labels={int(k): (c, a) for k, (c, a) in meta["event_labels"].items()},

@@ -74,6 +74,9 @@ class Structured(Protocol):
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]: ...
 
+    # Optional: ``distance_from(near) -> f(xy) -> metres``, the system's own notion of travel
+    # distance (for "farthest" tasks); straight-line distance when a system has none.
+
 
 def validate_constraints(constraints: dict) -> list[dict]:
     """Check the structure; return the goals. ``ValueError`` names what is wrong."""
@@ -97,7 +100,8 @@ def recall_structured(system: Structured, query: Query) -> list[Hit]:
     catalog = system.catalog()
     hits: list[Hit] = []
     for index, spec in enumerate(goals):
-        goal = resolve_goal(index, spec, system.diary, catalog, query.near)
+        distance = system.distance_from(query.near) if hasattr(system, "distance_from") and query.near is not None else None
+        goal = resolve_goal(index, spec, system.diary, catalog, query.near, distance)
         for rank, hit in enumerate(system.locate(goal, query)[: query.k]):
             hit.evidence["goal_index"] = index
             hit.evidence.setdefault("rank", rank)
@@ -105,7 +109,7 @@ def recall_structured(system: Structured, query: Query) -> list[Hit]:
     return hits
 
 
-def resolve_goal(index: int, spec: dict, diary: ActionDiary, catalog: list[Entity], near: Pose | None) -> ResolvedGoal:
+def resolve_goal(index: int, spec: dict, diary: ActionDiary, catalog: list[Entity], near: Pose | None, distance=None) -> ResolvedGoal:
     if spec["target"] == "room":
         return ResolvedGoal(index, "room", rooms=_resolve_rooms(spec, diary), spec=spec)
     interactions = diary.interactions(spec.get("day"))
@@ -114,6 +118,9 @@ def resolve_goal(index: int, spec: dict, diary: ActionDiary, catalog: list[Entit
     if spec.get("interacted") or spec.get("role") or spec.get("related") or uses_interactions:
         chosen = _select_interactions(spec, interactions, diary, spec.get("day"))
         goal.entity_ids = _entities_of(spec, chosen)
+        select = spec.get("select") or {}
+        if select.get("by") == "time" and spec["target"] == "receptacle":
+            goal.entity_ids = _receptacles_at_minute(chosen, int(select["minute"]))
         goal.interaction_poses = _interaction_poses(spec, chosen)
     else:
         touched = {i.object_id for i in interactions} | {
@@ -125,7 +132,7 @@ def resolve_goal(index: int, spec: dict, diary: ActionDiary, catalog: list[Entit
         goal.entity_ids = [e.entity_id for e in entities]
     select = spec.get("select") or {}
     if select.get("by") == "farthest":
-        goal.entity_ids = _farthest(goal.entity_ids, catalog, goal.interaction_poses, near)
+        goal.entity_ids = _farthest(goal.entity_ids, catalog, goal.interaction_poses, near, distance)
     return goal
 
 
@@ -181,6 +188,13 @@ def _at_minute(chosen: list[Interaction], minute: int, target: str) -> list[Inte
     return [i for i in chosen if any(start_s <= second_of_day(e.stamp) < end_s for e in (i.pick, i.place))]
 
 
+def _receptacles_at_minute(chosen: list[Interaction], minute: int) -> list[int]:
+    """Receptacles whose own pick or place happened during that minute."""
+    start_s, end_s = minute * 60.0, minute * 60.0 + 60.0
+    ids = [e.receptacle_id for i in chosen for e in (i.pick, i.place) if e.receptacle_id is not None and start_s <= e.stamp % 86400.0 < end_s]
+    return list(dict.fromkeys(ids))
+
+
 def _receptacle_of(interaction: Interaction, role: str | None) -> int | None:
     if role == "goal":
         return interaction.place.receptacle_id
@@ -221,16 +235,19 @@ def _interaction_poses(spec: dict, chosen: list[Interaction]) -> dict[int, list[
     return poses
 
 
-def _farthest(ids: list[int], catalog: list[Entity], interaction_poses: dict, near: Pose | None) -> list[int]:
+def _farthest(ids: list[int], catalog: list[Entity], interaction_poses: dict, near: Pose | None, distance=None) -> list[int]:
     if near is None or not ids:
         return ids
-    positions = {e.entity_id: e.position for e in catalog}
+    if distance is None:
+        distance = lambda xy: float(np.linalg.norm(np.asarray(xy)[:2] - near.position[:2]))  # noqa: E731
+    # FindingDory measures to an entity's nearest viewpoint, so measure to its nearest seen point.
+    positions = {e.entity_id: e.nearest_point(near.position) for e in catalog}
     for entity_id, poses in interaction_poses.items():
-        positions.setdefault(entity_id, poses[-1][0].position)
+        positions.setdefault(entity_id, poses[-1][0].position[:2])
     known = [i for i in ids if i in positions]
     if not known:
         return []
-    distances = [float(np.linalg.norm(positions[i][:2] - near.position[:2])) for i in known]
+    distances = [distance(positions[i]) for i in known]
     return [known[int(np.argmax(distances))]]
 
 

@@ -102,6 +102,12 @@ class EmbeddedEnv:
     # ------------------------------------------------------------------ acting
     def step(self, action: Action, events: list[Event] | None = None) -> Observation:
         """Apply an action, advance the clock one step and return what the robot sees."""
+        self.move(action)
+        return self.observe(events or [])
+
+    def move(self, action: Action) -> bool:
+        """Apply an action's motion and advance the clock, without rendering (for evaluation
+        drives where nobody looks). Returns False if a forward move was blocked."""
         x, y, z = self.pose.position
         yaw = self.pose.yaw
         if action.kind == "forward":
@@ -112,9 +118,10 @@ class EmbeddedEnv:
                 self.collisions += 1
         elif action.kind == "turn":
             yaw = wrap_angle(yaw + action.amount)
+        blocked = action.kind == "forward" and (x, y) == tuple(self.pose.position[:2])
         self.pose = Pose.from_xy_yaw(x, y, yaw)
         self.step_index += 1
-        return self.observe(events or [])
+        return not blocked
 
     def observe(self, events: list[Event] | None = None) -> Observation:
         """Render the current pose into an Observation (and count it as a frame)."""
@@ -150,6 +157,21 @@ class EmbeddedEnv:
         self.pose = Pose.from_xy_yaw(float(pose.position[0]), float(pose.position[1]), pose.yaw)
 
     # ------------------------------------------------------------------ ground truth
+    def entity_ids(self) -> list[int]:
+        return sorted(self.world.receptacles) + sorted(self.world.objects)
+
+    def entity_kind(self, entity_id: int) -> str:
+        return "receptacle" if entity_id in self.world.receptacles else "object"
+
+    def label(self, entity_id: int) -> str:
+        return self.world.label(entity_id)
+
+    def attributes(self, entity_id: int) -> dict[str, str]:
+        return self.world.attributes(entity_id)
+
+    def room_names(self) -> list[str]:
+        return [room.name for room in self.world.rooms]
+
     def room_of(self, xy) -> str | None:
         room = self.world.room_at(float(xy[0]), float(xy[1]))
         return room.name if room else None

@@ -51,8 +51,11 @@ class NavigationGrid:
         self.spec = GridSpec(origin, resolution, shape)
         self.robot_radius = robot_radius
         self.occupied = np.zeros(shape, dtype=bool)
-        for box in list(world.walls) + [r.box for r in world.receptacles.values()]:
+        for box in world.walls:
             self._fill(box)
+        self.walls = self.occupied.copy()  # what blocks a view (furniture is low enough to see over)
+        for receptacle in world.receptacles.values():
+            self._fill(receptacle.box)
         outside = np.ones(shape, dtype=bool)
         i0, j0 = self.spec.cell((x0, y0))
         i1, j1 = self.spec.cell((x1, y1))
@@ -128,6 +131,15 @@ class NavigationGrid:
         if not np.all(inside):
             return False
         return bool(np.all(self.navigable[cells[:, 0], cells[:, 1]]))
+
+    def clear_view(self, a_xy, b_xy) -> bool:
+        """True if no wall stands between two points (in plan view)."""
+        a, b = np.asarray(a_xy, dtype=np.float64)[:2], np.asarray(b_xy, dtype=np.float64)[:2]
+        steps = max(2, int(np.linalg.norm(b - a) / (self.spec.resolution * 0.5)) + 1)
+        points = a + np.linspace(0.0, 1.0, steps)[:, None] * (b - a)
+        cells = np.floor((points - self.spec.origin) / self.spec.resolution).astype(int)
+        cells = np.clip(cells, 0, np.array(self.spec.shape) - 1)
+        return not bool(np.any(self.walls[cells[:, 0], cells[:, 1]]))
 
     def plan(self, start_xy, goal_xy) -> list[np.ndarray] | None:
         """A* over navigable cells, then string-pulled to straight segments; None if unreachable."""

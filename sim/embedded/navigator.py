@@ -65,6 +65,24 @@ class Navigator:
         actions += turn_actions(yaw, goal.yaw)
         return actions
 
+    def drive_blind(self, goal: Pose, replans: int = 3) -> float:
+        """Drive to ``goal`` without rendering; returns the distance travelled (inf if unreachable)."""
+        travelled = 0.0
+        for _ in range(replans + 1):
+            try:
+                actions = self.plan_actions(self.env.pose, goal)
+            except Unreachable:
+                return math.inf
+            for action in actions:
+                moved = self.env.move(action)
+                if not moved:
+                    break
+                if action.kind == "forward":
+                    travelled += action.amount
+            else:
+                return travelled
+        return travelled
+
     def drive(self, goal: Pose, on_step: Callable[[Observation], None] | None = None, max_steps: int = 10_000) -> Iterator[Observation]:
         """Drive to ``goal``, yielding each observation; raises Unreachable."""
         for index, action in enumerate(self.plan_actions(self.env.pose, goal)):
@@ -85,16 +103,20 @@ class Navigator:
         """A reachable pose about ``standoff`` from the target, facing it; None if there is none."""
         grid = self.env.grid
         target = np.asarray(target_xyz, dtype=np.float64)[:2]
+        reachable = None
+        if start is not None:
+            reachable = grid.distance_field(np.array([grid._snap_cell(start.position)]))
         for radius in (standoff + 0.4, standoff + 1.0, standoff + 2.0):
             cells = grid.cells_within(target, radius)
             if len(cells) == 0:
                 continue
             centers = grid.spec.centers(cells)
             gap = np.abs(np.linalg.norm(centers - target, axis=1) - standoff)
-            reference = start.position[:2] if start is not None else None
-            for index in np.argsort(gap)[:40]:
+            for index in np.argsort(gap)[:60]:
                 candidate = centers[index]
-                if reference is not None and math.isinf(grid.geodesic(reference, candidate)):
+                if reachable is not None and math.isinf(reachable[tuple(cells[index])]):
+                    continue
+                if not grid.clear_view(candidate, target):
                     continue
                 yaw = math.atan2(target[1] - candidate[1], target[0] - candidate[0])
                 return Pose.from_xy_yaw(float(candidate[0]), float(candidate[1]), yaw)

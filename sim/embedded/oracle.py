@@ -11,7 +11,7 @@ memory under test only ever sees the observations.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -19,7 +19,8 @@ import numpy as np
 from embodied_mem.memory.base import describe
 from embodied_mem.sim.embedded.env import Action, EmbeddedEnv
 from embodied_mem.sim.embedded.navigator import Navigator, Unreachable
-from embodied_mem.sim.embedded.world import WorldState, free_spot
+from embodied_mem.sim.embedded.world import free_spot
+from embodied_mem.sim.tasks.history import History, InteractionRecord, StepRecord
 from embodied_mem.types import Event, Observation, Pose
 
 
@@ -33,58 +34,6 @@ class HistoryConfig:
     max_steps_per_day: int = 4000
     manipulation_steps: int = 2  # steps spent grasping / placing (the event is on the last one)
     seed: int = 0
-
-
-@dataclass
-class InteractionRecord:
-    day: int
-    order: int  # within the day, 0-based
-    object_id: int
-    start_receptacle: int
-    goal_receptacle: int
-    pick_stamp: float
-    place_stamp: float
-    pick_frame: int
-    place_frame: int
-    pick_pose: Pose
-    place_pose: Pose
-    start_room: str
-    goal_room: str
-    start_position: np.ndarray
-    goal_position: np.ndarray
-
-    @property
-    def duration(self) -> float:
-        return self.place_stamp - self.pick_stamp
-
-
-@dataclass
-class StepRecord:
-    frame_id: int
-    stamp: float
-    day: int
-    pose: Pose
-    room: str | None
-    visible: dict[int, int]  # entity id -> pixels in view
-
-
-@dataclass
-class History:
-    """What really happened, as the simulator recorded it."""
-
-    interactions: list[InteractionRecord] = field(default_factory=list)
-    steps: list[StepRecord] = field(default_factory=list)
-    initial_state: WorldState | None = None
-    final_state: WorldState | None = None
-    final_pose: Pose | None = None
-    days: int = 0
-    seen: set[int] = field(default_factory=set)  # entities the robot ever had in view
-
-    def interactions_of(self, day: int | None) -> list[InteractionRecord]:
-        return [i for i in self.interactions if day is None or i.day == day]
-
-    def steps_of(self, day: int | None) -> list[StepRecord]:
-        return [s for s in self.steps if day is None or s.day == day]
 
 
 class OracleRobot:

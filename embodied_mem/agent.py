@@ -1,0 +1,61 @@
+"""The agent: instruction -> Query -> recall -> one goal per task goal.
+
+Two tracks (always reported separately):
+
+- ``oracle``: the query carries the task's structured ``constraints``; the memory's answer
+  measures recall.
+- ``language``: the query carries only the instruction text; the memory must also understand
+  it. The built-in reasoner is deterministic and offline: it hands the text over unchanged, so
+  what is measured is the memory's own text retrieval (MiniLM or label-word embeddings).
+
+Turning a hit into somewhere to stand is the navigator's business: with a ``target_xyz`` the
+agent stops ``standoff`` metres from it, facing it, on the near side of any wall; without one
+it drives to the hit's ``agent_pose``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from embodied_mem.types import Hit, Pose, Query, Recall
+
+TRACKS = ("oracle", "language")
+
+
+@dataclass
+class AgentConfig:
+    k: int = 5  # hits asked for per goal
+    standoff: float = 0.7  # metres between the robot and the target it approaches
+
+
+class Agent:
+    def __init__(self, config: AgentConfig | None = None) -> None:
+        self.config = config or AgentConfig()
+
+    def make_query(self, instruction: str, constraints: dict | None, track: str, near: Pose) -> Query:
+        if track not in TRACKS:
+            raise ValueError(f"track must be one of {TRACKS}, got {track!r}")
+        return Query(text=instruction, k=self.config.k, near=near, constraints=constraints if track == "oracle" else None)
+
+    def choose(self, recall: Recall, goal_count: int, track: str) -> list[Hit]:
+        """The best hit for each goal, in goal order.
+
+        In the language track the memory cannot know how many goals the instruction holds,
+        so the agent takes its single best answer.
+        """
+        if track == "language":
+            return recall.hits[:1]
+        best: dict[int, Hit] = {}
+        for hit in recall.hits:
+            index = hit.goal_index
+            if index not in best or hit.score > best[index].score:
+                best[index] = hit
+        return [best[i] for i in range(goal_count) if i in best]
+
+    def stop_pose(self, hit: Hit, navigator, start: Pose) -> Pose | None:
+        """Where to stop for a hit: approach its target if it has one, else its agent pose."""
+        if hit.target_xyz is not None:
+            pose = navigator.approach_pose(hit.target_xyz, self.config.standoff, start)
+            if pose is not None:
+                return pose
+        return hit.agent_pose

@@ -1,0 +1,173 @@
+"""Result files and pictures: summary.json, tasks.csv, report.png, and comparison tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from embodied_mem.eval.runner import RunResult, task_rows  # noqa: E402
+from embodied_mem.sim.tasks.generator import CATEGORIES  # noqa: E402
+
+
+def write_run(directory: Path, result: RunResult, summary: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    rows = task_rows(result)
+    with open(directory / "tasks.csv", "w", newline="") as handle:
+        if rows:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    plot_run(directory / "report.png", result, summary)
+
+
+def plot_run(path: Path, result: RunResult, summary: dict) -> None:
+    """Four panels: success by category, recall latency, memory over the history, overview."""
+    figure, axes = plt.subplots(2, 2, figsize=(13, 9))
+    title = f"{summary['memory']} | {summary['track']} track | {summary['episodes']} episode(s), {summary['tasks']} tasks"
+    figure.suptitle(title, fontsize=13)
+
+    ax = axes[0, 0]
+    categories = [c for c in CATEGORIES if c in summary["by_category"]]
+    y = np.arange(len(categories))
+    ax.barh(y - 0.2, [summary["by_category"][c] for c in categories], height=0.4, label="success", color="#3b7dd8")
+    ax.barh(y + 0.2, [summary["high_level_by_category"][c] for c in categories], height=0.4, label="high-level", color="#f0a030")
+    counts = {c: sum(1 for t in result.tasks if t.category == c) for c in categories}
+    ax.set_yticks(y, [f"{c} ({counts[c]})" for c in categories])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("rate")
+    ax.set_title("Success by FindingDory category (tasks)")
+    ax.legend(loc="lower right")
+
+    ax = axes[0, 1]
+    latencies = [t.recall_ms for t in result.tasks]
+    if latencies:
+        ax.hist(latencies, bins=30, color="#5a9e6f")
+        ax.axvline(summary["recall_ms_p50"], color="k", linestyle="--", label=f"p50 {summary['recall_ms_p50']:.1f} ms")
+        ax.axvline(summary["recall_ms_p95"], color="r", linestyle=":", label=f"p95 {summary['recall_ms_p95']:.1f} ms")
+        ax.legend()
+    ax.set_xlabel("recall latency (ms)")
+    ax.set_ylabel("tasks")
+    ax.set_title("Recall latency")
+
+    ax = axes[1, 0]
+    for number, run in enumerate(result.ingest):
+        if run.sizes:
+            frames, sizes = zip(*run.sizes)
+            ax.plot(frames, np.array(sizes) / 1e6, label=f"episode {number + 1}")
+    ax.set_xlabel("frames observed")
+    ax.set_ylabel("memory (MB)")
+    ax.set_title("Memory size over the history")
+    if result.ingest:
+        ax.legend()
+
+    ax = axes[1, 1]
+    ax.axis("off")
+    lines = [
+        f"success rate         {summary['success_rate']:.3f}",
+        f"high-level accuracy  {summary['high_level_accuracy']:.3f}",
+        f"SPL                  {summary['spl']:.3f}",
+        f"ingest               {summary['ingest_fps']:.1f} frames/s",
+        f"recall p50 / p95     {summary['recall_ms_p50']:.1f} / {summary['recall_ms_p95']:.1f} ms",
+        f"memory               {summary['memory_bytes'] / 1e6:.2f} MB",
+        f"frames               {summary['frames']}",
+        "",
+    ] + [f"{name:<28} {value:.3f}" for name, value in summary["by_high_level_category"].items()]
+    ax.text(0.0, 1.0, "\n".join(lines), va="top", family="monospace", fontsize=11)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def table(summaries: list[dict]) -> str:
+    """A plain-text table: one column per run, one row per category and metric."""
+    headers = [f"{s['memory']}/{s['track']}" for s in summaries]
+    width = max([12] + [len(h) for h in headers]) + 2
+    categories = [c for c in CATEGORIES if any(c in s["by_category"] for s in summaries)]
+    rows = [("category", headers)]
+    for category in categories:
+        rows.append((category, [_percent(s["by_category"].get(category)) for s in summaries]))
+    rows.append(("-" * 24, ["-" * (width - 2)] * len(summaries)))
+    metrics = [
+        ("success rate", lambda s: _percent(s["success_rate"])),
+        ("high-level accuracy", lambda s: _percent(s["high_level_accuracy"])),
+        ("SPL", lambda s: f"{s['spl']:.3f}"),
+        ("ingest frames/s", lambda s: f"{s['ingest_fps']:.1f}"),
+        ("recall p50 ms", lambda s: f"{s['recall_ms_p50']:.2f}"),
+        ("recall p95 ms", lambda s: f"{s['recall_ms_p95']:.2f}"),
+        ("memory MB", lambda s: f"{s['memory_bytes'] / 1e6:.2f}"),
+        ("tasks", lambda s: str(s["tasks"])),
+    ]
+    rows += [(name, [fn(s) for s in summaries]) for name, fn in metrics]
+    return "\n".join(f"{name:<26}" + "".join(f"{cell:>{width}}" for cell in cells) for name, cells in rows)
+
+
+def markdown_table(summaries: list[dict]) -> str:
+    headers = [f"{s['memory']} ({s['track']})" for s in summaries]
+    categories = [c for c in CATEGORIES if any(c in s["by_category"] for s in summaries)]
+    lines = ["| | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(summaries)]
+    for category in categories:
+        lines.append(f"| {category} | " + " | ".join(_percent(s["by_category"].get(category)) for s in summaries) + " |")
+    lines.append("| **success rate** | " + " | ".join(f"**{_percent(s['success_rate'])}**" for s in summaries) + " |")
+    lines.append("| high-level accuracy | " + " | ".join(_percent(s["high_level_accuracy"]) for s in summaries) + " |")
+    lines.append("| SPL | " + " | ".join(f"{s['spl']:.3f}" for s in summaries) + " |")
+    lines.append("| ingest (frames/s) | " + " | ".join(f"{s['ingest_fps']:.0f}" for s in summaries) + " |")
+    lines.append("| recall p50 / p95 (ms) | " + " | ".join(f"{s['recall_ms_p50']:.1f} / {s['recall_ms_p95']:.1f}" for s in summaries) + " |")
+    lines.append("| memory (MB) | " + " | ".join(f"{s['memory_bytes'] / 1e6:.2f}" for s in summaries) + " |")
+    return "\n".join(lines)
+
+
+def plot_comparison(path: Path, summaries: list[dict]) -> None:
+    categories = [c for c in CATEGORIES if any(c in s["by_category"] for s in summaries)]
+    figure, axes = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [3, 1]})
+    ax = axes[0]
+    width = 0.8 / max(1, len(summaries))
+    x = np.arange(len(categories))
+    for number, summary in enumerate(summaries):
+        values = [summary["by_category"].get(c, 0.0) for c in categories]
+        ax.bar(x + number * width - 0.4 + width / 2, values, width, label=f"{summary['memory']} ({summary['track']})")
+    ax.set_xticks(x, categories, rotation=35, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success rate")
+    ax.set_title("Success by FindingDory category")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for summary in summaries:
+        ax.scatter(summary["memory_bytes"] / 1e6, summary["success_rate"], s=60)
+        ax.annotate(f"{summary['memory']}\n({summary['track']})", (summary["memory_bytes"] / 1e6, summary["success_rate"]), fontsize=8)
+    ax.set_xlabel("memory (MB)")
+    ax.set_ylabel("overall success")
+    ax.set_ylim(0, 1)
+    ax.set_title("Success vs memory size")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def provenance() -> dict:
+    """Commit and machine, noted next to published numbers."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    try:
+        import os
+
+        cores = os.cpu_count()
+    except Exception:  # pragma: no cover
+        cores = None
+    return {"commit": commit or "unknown", "machine": f"{platform.machine()}, {cores} cores, Python {platform.python_version()}"}
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"

@@ -1,0 +1,216 @@
+"""Evaluation: stream each episode's history into the memories, then run every task.
+
+For each episode the history is rendered once and fed to every memory under test (each
+observe() timed on its own), so systems compared in one run see exactly the same frames. Then,
+per memory and per track, each task goes: recall -> goals -> drive -> FindingDory's success.
+
+- high-level success (``high_level_accuracy``): FindingDory's HL check, the robot teleported to
+  each chosen hit's ``agent_pose`` in turn (the pose of the remembered frame, or the memory's
+  own navigation goal), then the goal predicates.
+- success: the oracle navigator drives from where the history ended to the agent's stop for
+  each hit (an approach of ``target_xyz`` when the hit has one), and the predicates are checked
+  where it actually stopped. SPL weighs success by shortest / travelled path.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from embodied_mem.agent import Agent, AgentConfig
+from embodied_mem.registry import build
+from embodied_mem.sim.embedded.episode import EmbeddedEpisode, EmbeddedSimConfig
+from embodied_mem.sim.tasks.generator import Task, TaskConfig
+from embodied_mem.sim.tasks.success import evaluate_stops, spl
+
+
+@dataclass
+class RunSpec:
+    memories: list[dict]  # memory configs: {"name": ..., options}
+    tracks: list[str]
+    episodes: int = 1
+    seed: int = 0
+    sim: EmbeddedSimConfig = field(default_factory=EmbeddedSimConfig)
+    tasks: TaskConfig = field(default_factory=TaskConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    progress: bool = True
+    size_every: int = 50  # frames between memory-size samples for the report
+
+
+@dataclass
+class TaskResult:
+    episode: int
+    seed: int
+    memory: str
+    track: str
+    task_id: str
+    high_level_category: str
+    category: str
+    instruction: str
+    goals: int
+    success: bool
+    high_level_success: bool
+    spl: float
+    recall_ms: float
+    hits: int
+    travelled_m: float
+    shortest_m: float
+
+
+@dataclass
+class SystemRun:
+    """What one memory did in one episode's history."""
+
+    frames: int = 0
+    ingest_s: float = 0.0
+    final_bytes: int = 0
+    final_items: int = 0
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # (frames seen, bytes)
+
+
+@dataclass
+class RunResult:
+    memory: str
+    track: str
+    tasks: list[TaskResult] = field(default_factory=list)
+    ingest: list[SystemRun] = field(default_factory=list)
+
+
+def memory_label(config: dict) -> str:
+    return str(config["name"])
+
+
+def run(spec: RunSpec, on_episode: Callable[[int], None] | None = None) -> dict[tuple[str, str], RunResult]:
+    """Evaluate every memory of ``spec`` on ``spec.episodes`` episodes in every track."""
+    labels = [memory_label(m) for m in spec.memories]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"each memory may appear once per run, got {labels}")
+    results = {(label, track): RunResult(label, track) for label in labels for track in spec.tracks}
+    agent = Agent(spec.agent)
+    for index in range(spec.episodes):
+        seed = spec.seed + index
+        episode = EmbeddedEpisode(spec.sim, seed)
+        systems = {label: build("memory", dict(config)) for label, config in zip(labels, spec.memories)}
+        ingests = ingest(episode, systems, spec, index)
+        tasks = episode.tasks(spec.tasks)
+        for label, system in systems.items():
+            for track in spec.tracks:
+                result = results[(label, track)]
+                result.ingest.append(ingests[label])
+                bar = tqdm(tasks, desc=f"{label} {track} tasks", unit="task", disable=not spec.progress, leave=False)
+                for task in bar:
+                    result.tasks.append(run_task(episode, system, agent, task, track, index, seed, label))
+        if on_episode is not None:
+            on_episode(index)
+    return results
+
+
+def ingest(episode: EmbeddedEpisode, systems: dict, spec: RunSpec, index: int) -> dict[str, SystemRun]:
+    runs = {label: SystemRun() for label in systems}
+    bar = tqdm(episode.history(), desc=f"episode {index + 1}/{spec.episodes} history", unit="frame", disable=not spec.progress, leave=False)
+    frames = 0
+    for obs in bar:
+        frames += 1
+        for label, system in systems.items():
+            started = time.perf_counter()
+            system.observe(obs)
+            runs[label].ingest_s += time.perf_counter() - started
+        if frames % spec.size_every == 0:
+            for label, system in systems.items():
+                runs[label].sizes.append((frames, system.stats().bytes))
+    for label, system in systems.items():
+        flush = getattr(system, "flush", None)
+        if flush is not None:  # deferred work (batched embeddings) belongs to ingest time
+            started = time.perf_counter()
+            flush()
+            runs[label].ingest_s += time.perf_counter() - started
+        stats = system.stats()
+        runs[label].frames = frames
+        runs[label].final_bytes, runs[label].final_items = stats.bytes, stats.items
+        runs[label].sizes.append((frames, stats.bytes))
+    return runs
+
+
+def run_task(episode: EmbeddedEpisode, system, agent: Agent, task: Task, track: str, index: int, seed: int, label: str) -> TaskResult:
+    episode.reset_to_start()
+    start = episode.final_pose
+    query = agent.make_query(task.instruction, task.constraints, track, start)
+    started = time.perf_counter()
+    recall = system.recall(query)
+    recall_ms = (time.perf_counter() - started) * 1000.0
+    hits = agent.choose(recall, len(task.goals), track)
+    oracle = episode.oracle
+    views = [h.agent_pose for h in hits]
+    high_level = bool(hits) and all(v is not None for v in views) and evaluate_stops(oracle, task.goals, task.ordered, views)
+    stops, travelled = [], 0.0
+    for hit in hits:
+        goal = agent.stop_pose(hit, episode.navigator, episode.env.pose)
+        if goal is None:
+            break
+        travelled += episode.drive_blind(goal)
+        stops.append(episode.env.pose)
+    success = bool(stops) and len(stops) == len(hits) and evaluate_stops(oracle, task.goals, task.ordered, stops)
+    shortest = episode.shortest_path(start, task.goals, task.ordered)
+    return TaskResult(
+        episode=index,
+        seed=seed,
+        memory=label,
+        track=track,
+        task_id=task.task_id,
+        high_level_category=task.high_level_category,
+        category=task.category,
+        instruction=task.instruction,
+        goals=len(task.goals),
+        success=bool(success),
+        high_level_success=bool(high_level),
+        spl=spl(bool(success), shortest, travelled if math.isfinite(travelled) else math.inf),
+        recall_ms=recall_ms,
+        hits=len(recall.hits),
+        travelled_m=travelled,
+        shortest_m=shortest,
+    )
+
+
+def summarize(result: RunResult, spec: RunSpec, config: dict) -> dict:
+    """The summary.json of one memory in one track."""
+    tasks = result.tasks
+    frames = sum(r.frames for r in result.ingest)
+    ingest_s = sum(r.ingest_s for r in result.ingest)
+    latencies = np.array([t.recall_ms for t in tasks]) if tasks else np.zeros(1)
+
+    def rate(items: list[TaskResult], key: str = "success") -> float:
+        return float(np.mean([getattr(t, key) for t in items])) if items else 0.0
+
+    categories = sorted({t.category for t in tasks})
+    high_levels = sorted({t.high_level_category for t in tasks})
+    return {
+        "memory": result.memory,
+        "sim": "embedded",
+        "track": result.track,
+        "episodes": spec.episodes,
+        "tasks": len(tasks),
+        "success_rate": rate(tasks),
+        "high_level_accuracy": rate(tasks, "high_level_success"),
+        "by_category": {c: rate([t for t in tasks if t.category == c]) for c in categories},
+        "by_high_level_category": {c: rate([t for t in tasks if t.high_level_category == c]) for c in high_levels},
+        "high_level_by_category": {c: rate([t for t in tasks if t.category == c], "high_level_success") for c in categories},
+        "spl": rate(tasks, "spl"),
+        "ingest_fps": frames / ingest_s if ingest_s > 0 else 0.0,
+        "recall_ms_p50": float(np.percentile(latencies, 50)),
+        "recall_ms_p95": float(np.percentile(latencies, 95)),
+        "memory_bytes": int(np.mean([r.final_bytes for r in result.ingest])) if result.ingest else 0,
+        "frames": frames,
+        "seed": spec.seed,
+        "config": config,
+    }
+
+
+def task_rows(result: RunResult) -> list[dict]:
+    return [asdict(t) for t in result.tasks]
+
+

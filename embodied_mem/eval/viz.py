@@ -1,0 +1,46 @@
+"""`embodied-mem viz`: what a memory remembers, drawn over the floor plan of the home it lived in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from embodied_mem.eval.runner import RunSpec  # noqa: E402
+from embodied_mem.registry import build  # noqa: E402
+from embodied_mem.sim.embedded.episode import EmbeddedEpisode  # noqa: E402
+from embodied_mem.sim.embedded.plot import draw_floor_plan, draw_trajectory  # noqa: E402
+
+
+def visualize(spec: RunSpec, memory_config: dict, out: Path, save_checkpoint: bool = True) -> Path:
+    """Stream one episode (seed ``spec.seed``) into the memory; write ``<name>.png`` (and its checkpoint)."""
+    out.mkdir(parents=True, exist_ok=True)
+    episode = EmbeddedEpisode(spec.sim, spec.seed)
+    memory = build("memory", dict(memory_config))
+    last = None
+    for obs in tqdm(episode.history(), desc=f"{memory.name}: history", unit="frame", disable=not spec.progress):
+        memory.observe(obs)
+        last = obs
+    if hasattr(memory, "flush"):
+        memory.flush()
+    figure, (plan, view) = plt.subplots(1, 2, figsize=(16, 7.5), gridspec_kw={"width_ratios": [2.2, 1]})
+    draw_floor_plan(plan, episode.env.world, episode.env.state, labels=True)
+    draw_trajectory(plan, [s.pose for s in episode.robot.history.steps])
+    memory.plot(plan)
+    stats = memory.stats()
+    plan.set_title(f"{memory.name}: what it remembers after {stats.frames_seen} frames ({stats.items} items, {stats.bytes / 1e6:.2f} MB)")
+    if last is not None:
+        view.imshow(last.rgb)
+        view.set_title(f"last camera frame ({last.room or '?'}, day {last.day})")
+    view.axis("off")
+    figure.tight_layout()
+    path = out / f"{memory.name}.png"
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    if save_checkpoint:
+        memory.save(out / f"{memory.name}-checkpoint")
+    return path
