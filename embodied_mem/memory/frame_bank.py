@@ -9,7 +9,6 @@ against in the same run.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from embodied_mem.encoders import build_encoder
-from embodied_mem.geometry import bearing_in_body
 from embodied_mem.memory.base import (
     ActionDiary,
     Entity,
@@ -27,7 +25,6 @@ from embodied_mem.memory.base import (
     describe,
     load_manifest,
     save_manifest,
-    trajectory_distance,
     visible_instances,
 )
 from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
@@ -35,7 +32,7 @@ from embodied_mem.registry import register
 from embodied_mem.types import Event, Hit, MemoryStats, Observation, Pose, Query, Recall
 
 CAPTION_OBJECTS = 8  # instances named in a frame caption, largest first
-EMBED_BATCH = 64  # captions are embedded in batches: one at a time costs MiniLM ~8x more
+EMBED_BATCH = 64  # frames are embedded in batches: one at a time costs MiniLM several times more
 
 
 @dataclass
@@ -64,6 +61,7 @@ class FrameRecord:
     room: str | None
     caption: str
     embedding: np.ndarray | None  # None until its batch is embedded
+    parts: list[str]  # what the embedding averages: room, instance descriptions, events
     instance_ids: np.ndarray  # int32 (n,)
     pixels: np.ndarray  # int32 (n,)
     centroids: np.ndarray  # float32 (n, 3)
@@ -75,6 +73,41 @@ class FrameRecord:
     def nbytes(self) -> int:
         arrays = (self.instance_ids, self.pixels, self.centroids, self.extents, self.fractions)
         return sum(a.nbytes for a in arrays) + 4 * 384 + 8 * 12 + len(self.caption) + 64 * len(self.events)
+
+
+@dataclass
+class Sightings:
+    """All (frame, instance) sightings as flat arrays, grouped by instance id in time order."""
+
+    frames: int
+    last: int | None
+    frame_rows: np.ndarray  # (M,) index into the frame list
+    centroids: np.ndarray  # (M, 3)
+    extents: np.ndarray  # (M, 6)
+    fractions: np.ndarray  # (M,)
+    positions: np.ndarray  # (F, 2) robot x, y per frame
+    yaws: np.ndarray  # (F,)
+    groups: dict[int, np.ndarray]
+
+    @staticmethod
+    def build(frames: list[FrameRecord]) -> "Sightings":
+        counts = [f.instance_ids.size for f in frames]
+        frame_rows = np.repeat(np.arange(len(frames)), counts)
+        ids = np.concatenate([f.instance_ids for f in frames] or [np.zeros(0, np.int32)])
+        order = np.argsort(ids, kind="stable")  # stable: time order within each id
+        unique, starts = np.unique(ids[order], return_index=True)
+        groups = {int(i): rows for i, rows in zip(unique, np.split(order, starts[1:]))} if len(ids) else {}
+        return Sightings(
+            frames=len(frames),
+            last=frames[-1].frame_id if frames else None,
+            frame_rows=frame_rows,
+            centroids=np.concatenate([f.centroids for f in frames] or [np.zeros((0, 3), np.float32)]).astype(np.float64),
+            extents=np.concatenate([f.extents for f in frames] or [np.zeros((0, 6), np.float32)]).astype(np.float64),
+            fractions=np.concatenate([f.fractions for f in frames] or [np.zeros(0, np.float32)]).astype(np.float64),
+            positions=np.array([f.pose.position[:2] for f in frames]).reshape(-1, 2),
+            yaws=np.array([f.pose.yaw for f in frames]),
+            groups=groups,
+        )
 
 
 class FrameBank:
@@ -102,6 +135,7 @@ class FrameBank:
         self._stream_index: dict[int, int] = {}
         self._matrix: np.ndarray | None = None
         self._pending: list[FrameRecord] = []
+        self._index: Sightings | None = None
 
     def observe(self, obs: Observation) -> None:
         if not self.gate.admit(obs):
@@ -133,6 +167,7 @@ class FrameBank:
         events = ". ".join(e.text for e in obs.events if e.text)
         room = (obs.room or "somewhere").replace("_", " ")
         caption = f"{room}: {words}." + (f" {events}." if events else "")
+        parts = [room] + [v.description for v in views[:CAPTION_OBJECTS]] + [e.text for e in obs.events if e.text]
         event_ids = {i for e in obs.events for i in (e.object_id, e.receptacle_id) if i is not None}
         return FrameRecord(
             frame_id=obs.frame_id,
@@ -142,6 +177,7 @@ class FrameBank:
             room=obs.room,
             caption=caption,
             embedding=None,
+            parts=parts,
             instance_ids=np.array([v.instance_id for v in views], dtype=np.int32),
             pixels=np.array([v.pixels for v in views], dtype=np.int32),
             centroids=np.array([v.centroid for v in views], dtype=np.float32).reshape(-1, 3),
@@ -155,12 +191,19 @@ class FrameBank:
         """Embed the captions still waiting (under the write lock)."""
         pending = [f for f in self._pending if f.embedding is None]
         self._pending = []
-        if pending:
-            with self._embed_lock:
-                vectors = self.encoder.encode([f.caption for f in pending])
-            for record, vector in zip(pending, vectors):
-                record.embedding = vector.astype(np.float32)
-            self._matrix = None
+        if not pending:
+            return
+        # A frame's embedding is the mean of its parts' embeddings. Parts repeat across frames
+        # (the same mug, the same room), so each distinct string is encoded once, while whole
+        # captions are nearly all distinct.
+        texts = list(dict.fromkeys(p for f in pending for p in f.parts))
+        with self._embed_lock:
+            vectors = dict(zip(texts, self.encoder.encode(texts)))
+        for record in pending:
+            mean = np.mean([vectors[p] for p in record.parts], axis=0)
+            record.embedding = (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
+            record.parts = []
+        self._matrix = None
 
     def flush(self) -> None:
         """Finish deferred work (caption embeddings) so recall sees every frame."""
@@ -205,24 +248,25 @@ class FrameBank:
             return MemoryStats(items=len(self.frames), bytes=int(total), frames_seen=self.gate.frames_seen)
 
     # ------------------------------------------------------------------ structured recall
+    def _sightings(self) -> "Sightings":
+        """Every (frame, instance) pair as flat arrays, rebuilt only after the frames changed."""
+        if self._index is None or self._index.frames != len(self.frames) or self._index.last != (self.frames[-1].frame_id if self.frames else None):
+            self._index = Sightings.build(self.frames)
+        return self._index
+
     def catalog(self) -> list[Entity]:
         """Every instance where it was last seen, with the box of all its sightings there."""
-        sightings: dict[int, list[tuple[np.ndarray, np.ndarray, float]]] = {}
-        for f in self.frames:
-            for instance_id, centroid, extent in zip(f.instance_ids.tolist(), f.centroids, f.extents):
-                sightings.setdefault(instance_id, []).append((centroid.astype(np.float64), extent.astype(np.float64), f.stamp))
+        index = self._sightings()
         entities = []
-        for instance_id, seen in sightings.items():
-            position, _, stamp = seen[-1]
-            here = [extent for centroid, extent, _ in seen if np.linalg.norm(centroid - position) <= 0.5]
-            box = (np.min([e[:3] for e in here], axis=0), np.max([e[3:] for e in here], axis=0))
+        for instance_id, rows in index.groups.items():
+            latest = rows[-1]
+            position = index.centroids[latest]
+            here = rows[np.linalg.norm(index.centroids[rows] - position, axis=1) <= 0.5]
+            box = (index.extents[here, :3].min(axis=0), index.extents[here, 3:].max(axis=0))
             category, attributes = self.labels.get(instance_id, ("unknown", {}))
-            entities.append(Entity(instance_id, attributes.get("kind", "object"), category, attributes, position, stamp, box))
+            stamp = self.frames[index.frame_rows[latest]].stamp
+            entities.append(Entity(instance_id, attributes.get("kind", "object"), category, attributes, position.copy(), stamp, box))
         return entities
-
-    def distance_from(self, near: Pose):
-        """Travel distance along the routes the kept frames show the robot took."""
-        return trajectory_distance(np.array([f.pose.position for f in self.frames]), near.position)
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
@@ -240,30 +284,25 @@ class FrameBank:
 
     def _best_view(self, entity_id: int, goal: ResolvedGoal) -> Hit | None:
         """The frame that shows the entity where it was last seen, largest and most centred."""
-        sightings = []
-        for f in self.frames:
-            where = np.nonzero(f.instance_ids == entity_id)[0]
-            if where.size:
-                sightings.append((f, int(where[0])))
-        if not sightings:
+        index = self._sightings()
+        rows = index.groups.get(entity_id)
+        if rows is None:
             return None
-        latest = sightings[-1][0].centroids[sightings[-1][1]].astype(np.float64)
-        best, best_score = None, -math.inf
-        for f, row in sightings:
-            centroid = f.centroids[row].astype(np.float64)
-            if np.linalg.norm(centroid - latest) > 0.5:  # an older place: the thing has moved since
-                continue
-            distance = float(np.linalg.norm(centroid[:2] - f.pose.position[:2]))
-            bearing = bearing_in_body(f.pose, centroid)
-            score = float(f.fractions[row]) * (1.0 if distance < 2.5 else 0.3) * (1.0 if bearing < math.radians(35) else 0.3)
-            if score >= best_score:
-                best, best_score = (f, centroid), score
-        frame, centroid = best
+        latest = index.centroids[rows[-1]]
+        rows = rows[np.linalg.norm(index.centroids[rows] - latest, axis=1) <= 0.5]  # older places: it moved since
+        frames = index.frame_rows[rows]
+        offset = index.centroids[rows, :2] - index.positions[frames]
+        distance = np.linalg.norm(offset, axis=1)
+        bearing = np.abs(np.angle(np.exp(1j * (np.arctan2(offset[:, 1], offset[:, 0]) - index.yaws[frames]))))
+        score = index.fractions[rows] * np.where(distance < 2.5, 1.0, 0.3) * np.where(bearing < np.radians(35), 1.0, 0.3)
+        best = len(score) - 1 - int(np.argmax(score[::-1]))  # ties: the most recent
+        frame = self.frames[int(frames[best])]
         agent_pose = frame.pose
         poses = goal.interaction_poses.get(entity_id)
         if poses:  # the robot stood right there when it picked from / placed on it
             agent_pose = poses[-1][0]
-        return Hit(frame.frame_id, frame.stamp, agent_pose, centroid, entity_id, best_score, self.name, {"sightings": len(sightings)})
+        centroid = index.centroids[rows[best]].copy()
+        return Hit(frame.frame_id, frame.stamp, agent_pose, centroid, entity_id, float(score[best]), self.name, {"sightings": int(len(rows))})
 
     # ------------------------------------------------------------------ language recall
     def _embeddings(self) -> np.ndarray:
@@ -366,6 +405,7 @@ class FrameBank:
                         room=meta["room"],
                         caption=meta["caption"],
                         embedding=arrays["embeddings"][n].astype(np.float32),
+                        parts=[],
                         instance_ids=arrays["instance_ids"][rows].astype(np.int32),
                         pixels=arrays["pixels"][rows].astype(np.int32),
                         centroids=arrays["centroids"][rows].astype(np.float32),
@@ -387,6 +427,7 @@ class FrameBank:
             self.frames, self.gate, self._diary, self.labels = frames, gate, diary, labels
             self._diary_dirty = False
             self._stride, self._stream_index, self._matrix = int(state["stride"]), stream_index, None
+            self._index = None
 
 
 @register("memory", "frame_bank", FrameBankConfig)

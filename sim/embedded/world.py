@@ -16,7 +16,6 @@ from embodied_mem.sim.embedded.catalog import (
     CORE_ROOMS,
     OBJECTS,
     RECEPTACLES,
-    ROOM_COLORS,
     ROOM_TYPES,
     SIZE_CLASSES,
 )

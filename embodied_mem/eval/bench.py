@@ -1,0 +1,164 @@
+"""Benchmarks: simulator frames/s; each memory's ingest rate, recall latency and size at scale.
+
+Every number is printed next to its ratio against a baseline measured in the same run (the
+``frame_bank`` memory for memories, 160x120 rendering for the simulator), so runs on different
+machines compare by ratio. Long streams replay one recorded history with fresh frame ids and
+later stamps: the robot revisiting the same rooms day after day, which is also where a memory
+should stop growing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from embodied_mem.registry import build
+from embodied_mem.sim.embedded.env import EnvConfig
+from embodied_mem.sim.embedded.episode import EmbeddedEpisode, EmbeddedSimConfig
+from embodied_mem.sim.embedded.oracle import HistoryConfig
+from embodied_mem.sim.embedded.world import WorldConfig
+from embodied_mem.sim.tasks.generator import TaskConfig
+from embodied_mem.types import Observation, Query
+
+DAY = 86400.0
+
+
+def sim_fps(sizes: list[tuple[int, int]], seed: int, progress: bool) -> list[dict]:
+    """Frames/s of a whole oracle day (render + plan + act), per image size."""
+    rows = []
+    for width, height in sizes:
+        config = EmbeddedSimConfig(env=EnvConfig(width=width, height=height), history=HistoryConfig(days=1, rearrangements_per_day=4))
+        episode = EmbeddedEpisode(config, seed)
+        started = time.perf_counter()
+        frames = sum(1 for _ in tqdm(episode.history(), desc=f"sim {width}x{height}", disable=not progress, leave=False))
+        elapsed = time.perf_counter() - started
+        pose = episode.final_pose
+        started = time.perf_counter()
+        for _ in range(50):
+            episode.env.render(pose)
+        render = 50 / (time.perf_counter() - started)
+        rows.append({"size": f"{width}x{height}", "frames": frames, "episode_fps": frames / elapsed, "render_fps": render})
+    return rows
+
+
+def record(seed: int, width: int, height: int, progress: bool):
+    config = EmbeddedSimConfig(world=WorldConfig(rooms=6), env=EnvConfig(width=width, height=height), history=HistoryConfig(days=1, rearrangements_per_day=5))
+    episode = EmbeddedEpisode(config, seed)
+    observations = list(tqdm(episode.history(), desc="recording a day", disable=not progress, leave=False))
+    tasks = episode.tasks(TaskConfig(seed=seed))
+    return episode, observations, tasks
+
+
+def replayed(observations: list[Observation], count: int):
+    """``count`` observations: the recorded day again and again, one day later each time."""
+    n = len(observations)
+    for index in range(count):
+        lap, obs = divmod(index, n)
+        source = observations[obs]
+        yield replace_observation(source, frame_id=index, stamp=source.stamp + lap * DAY, day=source.day + lap)
+
+
+def replace_observation(obs: Observation, **changes) -> Observation:
+    values = {k: getattr(obs, k) for k in ("stamp", "frame_id", "rgb", "depth", "pose", "camera", "instances", "labels", "events", "day", "attributes", "room")}
+    values["events"] = [replace(e, stamp=changes.get("stamp", obs.stamp)) for e in obs.events]
+    values.update(changes)
+    return Observation(**values)
+
+
+def memory_scaling(names: list[str], counts: list[int], observations, tasks, final_pose, encoder: str | None, progress: bool) -> list[dict]:
+    rows = []
+    queries = [Query(t.instruction, k=5, near=final_pose, constraints=t.constraints) for t in tasks]
+    queries += [Query(t.instruction, k=5, near=final_pose) for t in tasks]
+    for name in names:
+        for count in counts:
+            options = {"name": name}
+            if encoder:
+                options["encoder"] = encoder
+            memory = build("memory", options)
+            ingest = 0.0
+            for obs in tqdm(replayed(observations, count), total=count, desc=f"{name} x{count}", disable=not progress, leave=False):
+                started = time.perf_counter()
+                memory.observe(obs)
+                ingest += time.perf_counter() - started
+            if hasattr(memory, "flush"):
+                started = time.perf_counter()
+                memory.flush()
+                ingest += time.perf_counter() - started
+            latencies = []
+            for query in queries:
+                started = time.perf_counter()
+                memory.recall(query)
+                latencies.append((time.perf_counter() - started) * 1000)
+            stats = memory.stats()
+            rows.append(
+                {
+                    "memory": name,
+                    "observations": count,
+                    "ingest_fps": count / ingest,
+                    "recall_ms_p50": float(np.percentile(latencies, 50)),
+                    "recall_ms_p95": float(np.percentile(latencies, 95)),
+                    "bytes": stats.bytes,
+                    "items": stats.items,
+                }
+            )
+            del memory
+    return rows
+
+
+def print_sim(rows: list[dict]) -> None:
+    base = rows[0]
+    print("\nsimulator (one oracle day: render + plan + act)")
+    print(f"{'size':>10} {'frames':>7} {'episode fps':>12} {'ratio':>7} {'render fps':>11} {'ratio':>7}")
+    for row in rows:
+        print(
+            f"{row['size']:>10} {row['frames']:>7} {row['episode_fps']:>12.1f} {row['episode_fps'] / base['episode_fps']:>7.2f}"
+            f" {row['render_fps']:>11.1f} {row['render_fps'] / base['render_fps']:>7.2f}"
+        )
+
+
+def print_memory(rows: list[dict], baseline: str) -> None:
+    print(f"\nmemories (ratios against {baseline} at the same number of observations, same run)")
+    print(f"{'memory':>18} {'obs':>7} {'ingest/s':>9} {'x':>6} {'recall p50':>11} {'x':>6} {'p95 ms':>8} {'MB':>8} {'x':>6}")
+    base = {r["observations"]: r for r in rows if r["memory"] == baseline}
+    for row in rows:
+        ref = base.get(row["observations"])
+        def ratio(key):
+            return f"{row[key] / ref[key]:.2f}" if ref and ref[key] else "-"
+        print(
+            f"{row['memory']:>18} {row['observations']:>7} {row['ingest_fps']:>9.1f} {ratio('ingest_fps'):>6}"
+            f" {row['recall_ms_p50']:>9.2f}ms {ratio('recall_ms_p50'):>6} {row['recall_ms_p95']:>8.2f} {row['bytes'] / 1e6:>8.2f} {ratio('bytes'):>6}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="embodied-mem bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, nargs="+", default=[1000, 10000], help="stream lengths (observations), e.g. 1000 10000 100000")
+    parser.add_argument("--memories", nargs="+", default=["frame_bank", "subsampled_frames", "mem4nav", "snapshots3d"], help="memories to measure; the first is the baseline")
+    parser.add_argument("--encoder", default=None, help="override every memory's encoder (minilm | gt_hash)")
+    parser.add_argument("--size", type=int, nargs=2, default=[160, 120], metavar=("W", "H"), help="image size of the recorded stream")
+    parser.add_argument("--skip-sim", action="store_true", help="do not measure the simulator")
+    parser.add_argument("--skip-memory", action="store_true", help="do not measure the memories")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="folder for results.json")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    progress = not args.no_progress
+    results: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    if not args.skip_sim:
+        results["sim"] = sim_fps([(160, 120), (320, 240), (640, 480)], args.seed, progress)
+        print_sim(results["sim"])
+    if not args.skip_memory:
+        episode, observations, tasks = record(args.seed, args.size[0], args.size[1], progress)
+        print(f"\nrecorded {len(observations)} observations ({args.size[0]}x{args.size[1]}), {len(tasks)} tasks as queries (both tracks)")
+        results["memory"] = memory_scaling(args.memories, sorted(args.frames), observations, tasks, episode.final_pose, args.encoder, progress)
+        print_memory(results["memory"], args.memories[0])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {args.out / 'results.json'}")
+    return 0

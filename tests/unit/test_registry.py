@@ -1,0 +1,32 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+import embodied_mem.configs
+from embodied_mem.registry import build, config_class, names
+
+CONFIGS = Path(embodied_mem.configs.__file__).parent
+
+
+def test_every_memory_config_file_mirrors_its_dataclass():
+    files = sorted((CONFIGS / "memory").glob("*.yaml"))
+    assert {f.stem for f in files} == set(names("memory"))
+    for path in files:
+        values = yaml.safe_load(path.read_text())
+        assert values["name"] == path.stem
+        fields = {f.name: f.default for f in dataclasses.fields(config_class("memory", path.stem))}
+        assert set(values) - {"name"} == set(fields), path.name
+        for key, value in values.items():
+            if key != "name" and not isinstance(value, list):
+                assert value == fields[key], f"{path.name}: {key} differs from the dataclass default"
+
+
+def test_unknown_memory_and_unknown_key_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown memory 'nope'"):
+        build("memory", {"name": "nope"})
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['colour'\]"):
+        build("memory", {"name": "frame_bank", "encoder": "gt_hash", "colour": 1})
+    with pytest.raises(ValueError, match="needs a 'name'"):
+        build("memory", {"encoder": "gt_hash"})
