@@ -50,3 +50,18 @@ def one_day() -> RecordedEpisode:
 @pytest.fixture(scope="session")
 def two_days() -> RecordedEpisode:
     return RecordedEpisode(small_sim(days=2, rearrangements=4, rooms=6), seed=5)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests skip cleanly without CUDA; `ros` tests without the rclpy wheels."""
+    import importlib.util
+
+    import torch
+
+    no_cuda = pytest.mark.skip(reason="needs CUDA")
+    no_ros = pytest.mark.skip(reason="needs rclpy (pip install ros-kilted-rclpy)")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_cuda)
+        if "ros" in item.keywords and importlib.util.find_spec("rclpy") is None:
+            item.add_marker(no_ros)

@@ -397,7 +397,7 @@ def trajectory_distance(positions: np.ndarray, origin_xy: np.ndarray, cell: floa
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import dijkstra
 
-    positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)[:, :2]
+    positions = np.asarray(positions, dtype=np.float64)[..., :2].reshape(-1, 2)
     if len(positions) == 0:
         return lambda xy: float(np.linalg.norm(np.asarray(xy)[:2] - origin_xy[:2]))
     keys = np.floor(positions / cell).astype(np.int64)
@@ -406,6 +406,17 @@ def trajectory_distance(positions: np.ndarray, origin_xy: np.ndarray, cell: floa
     centers = (unique + 0.5) * cell
     moved = index[1:] != index[:-1]
     a, b = index[:-1][moved], index[1:][moved]
+    # Neighbouring visited cells are joined too: the robot stood in both, so the short step
+    # between them is free (a wall's two sides are never neighbours: the base keeps clear of it).
+    lookup = {tuple(key): n for n, key in enumerate(unique.tolist())}
+    near_a, near_b = [], []
+    for n, (i, j) in enumerate(unique.tolist()):
+        for di, dj in ((1, 0), (0, 1), (1, 1), (1, -1)):
+            m = lookup.get((i + di, j + dj))
+            if m is not None:
+                near_a.append(n)
+                near_b.append(m)
+    a, b = np.concatenate([a, near_a]).astype(np.int64), np.concatenate([b, near_b]).astype(np.int64)
     weights = np.linalg.norm(centers[a] - centers[b], axis=1)
     graph = coo_matrix((weights, (a, b)), shape=(len(unique), len(unique))).tocsr()
     start = int(np.argmin(np.linalg.norm(centers - np.asarray(origin_xy)[:2], axis=1)))

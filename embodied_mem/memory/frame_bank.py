@@ -25,6 +25,7 @@ from embodied_mem.memory.base import (
     describe,
     load_manifest,
     save_manifest,
+    trajectory_distance,
     visible_instances,
 )
 from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
@@ -267,6 +268,10 @@ class FrameBank:
             stamp = self.frames[index.frame_rows[latest]].stamp
             entities.append(Entity(instance_id, attributes.get("kind", "object"), category, attributes, position.copy(), stamp, box))
         return entities
+
+    def distance_from(self, near: Pose):
+        """Travel distance along the routes the kept frames show the robot took."""
+        return trajectory_distance(self._sightings().positions, near.position)
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":

@@ -1,0 +1,119 @@
+"""3D-Mem: 3D scene memory for embodied exploration and reasoning (Yang et al., CVPR 2025).
+
+Registered as ``snapshots3d``; config ``Snapshots3DConfig`` (``configs/memory/snapshots3d.yaml``).
+Written from the paper and its public code (UMass-Embodied-AGI/3D-Mem @ f5a88d2), see
+the project notes ``shared/reference/3dmem.md``; no code was copied.
+
+What the paper does
+-------------------
+3D-Mem keeps three things while a robot explores:
+
+1. An **object map** (ConceptGraphs): every view is run through YOLO-World + SAM; each mask
+   becomes a point cloud (masked depth back-projected, <= 5000 points, voxel-downsampled at
+   1 cm, DBSCAN-denoised, dropped if its box centre is > 3.5 m from the agent). Detections
+   match map objects by ``sim = (1 + b) * spatial + (1 - b) * visual`` (b = 0; spatial = the
+   fraction of detection points within 0.025 m of the object's points when the 3D boxes
+   overlap; visual = CLIP cosine) and merge into the best one iff ``sim > 1.2``. Every 12 views
+   objects are denoised, far objects with < 2 detections dropped, and pairs overlapping > 0.7
+   with cosine > 0.7 merged.
+2. **Memory snapshots**: every view is a candidate frame with ``full_obj_list`` (objects it
+   saw). A greedy hierarchical co-visibility clustering picks a few frames that together show
+   every object exactly once (take the largest cluster; a frame seeing all of it, ranked by
+   objects in the frame then confidence sum and preferring frames already picked; else split
+   by 2-means on the objects' floor positions). Each step re-clusters only new objects, objects
+   within 4 m of the agent and the snapshots holding them.
+3. **Frontiers** on a TSDF: free cells on the agent's island whose neighbours are all
+   unexplored, clustered, filtered (>= 20 cells) and split (<= 150 degrees), each with a
+   frontier snapshot (an image looking at it).
+A VLM (GPT-4o) then gets the question, a prefiltered list of snapshots (only those holding one
+of <= 10 question-relevant classes) and the frontier images, and chooses a snapshot (go and
+look: a free point 0.75 / 1.5 m from its objects) or a frontier (explore).
+
+What we implement (``objects.py``, ``clustering.py``, ``frontiers.py``, ``goals.py``, ``system.py``)
+------------------------------------------------------------------------------------------
+All three structures, with the paper's rules and hyperparameters, updated on every
+``observe``; retrieval for both tracks; checkpoints (json + npz); ``plot``.
+
+- Oracle track: ``catalog()`` lists one entity per simulator id that map objects voted for
+  (the most recently seen such object: its majority class, the attributes from a label table
+  of observations, its box centre, last seen). ``locate(goal)`` returns, for each entity id,
+  its map objects (most recently seen first, then older copies with ``evidence["stale"]``),
+  each with the snapshot holding it (``frame_id``), ``target_xyz`` = the object's box centre
+  and ``agent_pose`` = the paper's snapshot goal facing the objects; receptacles with
+  interaction poses in the diary use the latest such pose; rooms come from the diary.
+- Language track: prefilter the snapshots' classes against the query, then rank the kept
+  snapshots; ``agent_pose`` is the snapshot goal, ``target_xyz`` the best-matching object.
+
+Substitutions (no detector, VLM, CLIP or TSDF here)
+---------------------------------------------------
+- Detections: the simulator's ground-truth instance masks with confidence 1.0 (background id 0
+  skipped, as 3D-Mem skips wall/floor/ceiling classes). A ``detector`` hook (constructor
+  argument or attribute: ``Observation -> list[Detection]`` with mask, class, confidence,
+  optional description / instance id) plugs in a real detector; ConceptGraphs' filters apply
+  to it (confidence >= 0.4, mask >= 25 px and >= 0.001 H W, 2D box <= 0.5 of the image,
+  mask IoU > 0.9 duplicates). ``mask_subtract_contained`` is not applied (ground-truth masks
+  are disjoint).
+- CLIP features: the text embedding (``encoder``: MiniLM, or the ``gt_hash`` bag of label
+  words) of the detection's description, for ground truth ``describe(category, attributes)``
+  e.g. "medium red ceramic mug". Matching, merging and the merged-feature rule are unchanged.
+- GPT-4o prefilter: the seen classes whose name embedding has cosine >= ``prefilter_threshold``
+  (0.2) with the query, best first, at most ``top_k_categories`` (10); snapshots are kept iff
+  their classes meet that list and their class lists are cut to it, as in the paper.
+- GPT-4o choice: kept snapshots ranked by the best cosine between the query and the
+  descriptions of their (kept-class) objects; ties: the more recently seen object, then the
+  newer frame. Frontiers are never returned by recall (a memory answers from what it saw).
+- TSDF: a 2D grid of 0.1 m cells (see ``frontiers.py``): occupancy evidence from points at
+  0.05-1.8 m height (+) and floor points / rays over the floor (-), explored from rays within
+  1.7 m through the paper's image window (below 0.6 H, 0.25 W from the sides) and 0.7 m around
+  the agent, integration within 3 m (the TSDF's ``max_dist``).
+- Frontier snapshots: the frame id and the agent's pose turned towards the frontier (no image).
+- Library stand-ins, same rules: Open3D ``voxel_down_sample`` -> a global 1 cm voxel grid with
+  count-weighted voxel means (merging inserts into sorted voxel keys); ``cluster_dbscan``
+  (~40 ms per 5000 points here) -> a grid DBSCAN (cells of eps/2, core = >= 10 points in the
+  3x3x3 block, 26-connected, largest cluster kept unless < 5 points); faiss -> a scipy cKDTree
+  per object, rebuilt once the voxels added since exceed half of it (means drift < 1 voxel);
+  oriented boxes -> axis-aligned boxes padded by half a voxel (IoU > 0 <=> positive overlap);
+  sklearn ``KMeans(n_init=10)`` (~16 ms a call) -> the same seeded k-means++ / Lloyd in numpy,
+  memoised per input; HiPart's leaf choice -> the largest leaf, ties to the older leaf.
+
+Departures (and why)
+--------------------
+- Views: the paper takes 3 views per 1 m step; we treat every observation as a view.
+  Frontiers are recomputed every 3rd processed frame (``frontier_interval``: the paper's once
+  per step of 3 views); snapshots every frame.
+- Candidate frames are bounded so memory stays flat on revisits: one per (0.5 m cell,
+  30 degree heading bin), the newest replacing older ones; an older frame is kept while a
+  snapshot uses it or it is the last frame that saw some object (so every object can always
+  be clustered: the paper keeps every frame forever).
+- Periodic cleanup touches only objects changed since the last pass (denoise is idempotent,
+  and unchanged pairs were already tested for merging). A merged object's id is remapped to
+  the keeper in frames and snapshots (the paper drops it from frames), and the keeper is
+  re-clustered at the same step, so it stays in exactly one snapshot.
+- As in the paper, a re-clustered group may be added to an existing snapshot whose frame it
+  picks; snapshots outside the update set are otherwise unchanged.
+- Detections keep at most 5000 points (stride rounded up; the paper's floor stride may keep
+  up to 9999). A detection merge grows the box to the union of both boxes.
+- Dynamic scenes: 3D-Mem never removes an object that disappeared. A moved object leaves a
+  stale copy where it was; ``locate`` ranks the most recently seen copy first.
+- Our bookkeeping (not in the paper): per object a vote of simulator instance ids (so the
+  robot's pick / place diary and the catalog can name map objects; objects without one get
+  entity id ``-(object_id + 1)``), first / last seen stamps, and a label table id ->
+  (category, attributes) from observations.
+- Frontiers: split parts under 20 cells are dropped and parts still wider than 150 degrees
+  split again (so every kept frontier meets both limits); the old-frontier "unchanged" test
+  (IoU > 0.95 and < 75 cells differ, or <= 3 differ) keeps ids and snapshots, the paper's
+  split / merge special cases and ``adjust_navigation_point`` are left out.
+- Goals: ``final_observe_distance`` 1.0 m (paper: 0.75 A-EQA, 1.5 GOAT); "free" = free cells
+  >= 0.3 m from occupied ones; for one object the candidates nearest the paper's point are
+  also checked for a line of sight (as the paper does for groups), towards the agent
+  (``query.near``, else the snapshot's pose) when the object stands in the open. In
+  ``locate`` a snapshot goal farther than 1.5 m from the target object falls back to the
+  one-object rule for it; an entity the map never kept but the diary knows gets a hit at the
+  diary's pose.
+- Bad input: a frame with no valid depth, or with an empty instance image, is skipped for
+  geometry (still counted as seen and recorded in the diary).
+"""
+
+from embodied_mem.memory.snapshots3d.system import Snapshots3D, Snapshots3DConfig
+
+__all__ = ["Snapshots3D", "Snapshots3DConfig"]

@@ -1,0 +1,508 @@
+"""3D-Mem's object map (the ConceptGraphs mapping it builds on): detections -> 3D objects.
+
+Each detection (a mask, a class, a confidence, a feature) becomes a small point cloud:
+masked depth back-projected with the intrinsics and pose, at most ``max_points`` points,
+voxel-downsampled, denoised by density clustering, and dropped when its box centre is too
+far from the agent. It is then matched against the map by ``sim = (1 + b) * spatial +
+(1 - b) * visual`` and merged into the best object when ``sim > sim_threshold``, else added.
+Every ``cleanup_interval`` processed frames the map is denoised, far objects with few
+detections are dropped and strongly overlapping, similar objects are merged.
+
+Point clouds live on a global 1 cm voxel grid: per object the sorted voxel keys, the mean
+point of each voxel and how many raw points it averages. Merging is then an insertion into
+a sorted array instead of a re-downsampling of the concatenated cloud, and neighbour
+queries use a scipy cKDTree cached per object (see ``MapObject.near``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from embodied_mem.memory.base import describe
+from embodied_mem.types import Observation
+
+_BITS = 21  # bits per axis of a packed voxel key: +-10 km at 1 cm
+_OFFSET = 1 << (_BITS - 1)
+_MASK = (1 << _BITS) - 1
+
+
+# ----------------------------------------------------------------------------------------
+# Detections
+# ----------------------------------------------------------------------------------------
+@dataclass
+class Detection:
+    """One 2D detection: what a detector (or the simulator's ground truth) reports.
+
+    ``description`` is the text whose embedding stands in for the CLIP feature (defaults to
+    ``class_name``); ``instance_id`` is the simulator's id when known (ground truth only).
+    """
+
+    mask: np.ndarray  # bool HxW
+    class_name: str
+    confidence: float = 1.0
+    description: str = ""
+    instance_id: int | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    def text(self) -> str:
+        return self.description or self.class_name.replace("_", " ")
+
+
+DetectionFn = Callable[[Observation], list[Detection]]
+
+
+def ground_truth_detections(obs: Observation) -> list[Detection]:
+    """The simulator's instance masks as detections with confidence 1.0 (0 = background)."""
+    if obs.instances is None:
+        return []
+    counts = np.bincount(obs.instances[obs.instances > 0].ravel())
+    detections = []
+    for instance_id in np.nonzero(counts)[0].tolist():
+        category = obs.labels.get(instance_id, "unknown")
+        attributes = dict(obs.attributes.get(instance_id, {}))
+        detections.append(
+            Detection(obs.instances == instance_id, category, 1.0, describe(category, attributes), int(instance_id), attributes)
+        )
+    return detections
+
+
+# ----------------------------------------------------------------------------------------
+# Voxel clouds
+# ----------------------------------------------------------------------------------------
+def pack_cells(cells: np.ndarray) -> np.ndarray:
+    """(N, 3) int voxel indices -> (N,) int64 keys that sort like (x, y, z)."""
+    shifted = (cells.astype(np.int64) + _OFFSET) & _MASK
+    return (shifted[:, 0] << (2 * _BITS)) | (shifted[:, 1] << _BITS) | shifted[:, 2]
+
+
+def voxel_keys(points: np.ndarray, voxel: float) -> np.ndarray:
+    return pack_cells(np.floor(points / voxel).astype(np.int64))
+
+
+def voxelize(points: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Voxel-downsample: sorted unique keys, the mean point per voxel (float32), raw counts."""
+    if len(points) == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 3), np.float32), np.zeros(0, np.int32)
+    keys, inverse, counts = np.unique(voxel_keys(points, voxel), return_inverse=True, return_counts=True)
+    means = np.stack([np.bincount(inverse, weights=points[:, axis], minlength=len(keys)) for axis in range(3)], axis=1)
+    means /= counts[:, None]
+    return keys, means.astype(np.float32), counts.astype(np.int32)
+
+
+def merge_voxels(
+    keys_a: np.ndarray, points_a: np.ndarray, counts_a: np.ndarray, keys_b: np.ndarray, points_b: np.ndarray, counts_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Union of two voxel clouds on the same grid; shared voxels average by raw counts.
+
+    Returns keys, points, counts and the points of the voxels that were new to ``a``.
+    """
+    if len(keys_a) == 0:
+        return keys_b.copy(), points_b.copy(), counts_b.copy(), points_b
+    where = np.searchsorted(keys_a, keys_b)
+    clipped = np.minimum(where, len(keys_a) - 1)
+    found = keys_a[clipped] == keys_b
+    points, counts = points_a.copy(), counts_a.copy()
+    rows = clipped[found]
+    weight_a, weight_b = counts[rows].astype(np.float32), counts_b[found].astype(np.float32)
+    points[rows] = (points[rows] * weight_a[:, None] + points_b[found] * weight_b[:, None]) / (weight_a + weight_b)[:, None]
+    counts[rows] += counts_b[found]
+    new = ~found
+    if not np.any(new):
+        return keys_a.copy(), points, counts, points_b[:0]
+    at = where[new]  # keys_b is sorted, so insertion positions are non-decreasing
+    return (
+        np.insert(keys_a, at, keys_b[new]),
+        np.insert(points, at, points_b[new], axis=0),
+        np.insert(counts, at, counts_b[new]),
+        points_b[new],
+    )
+
+
+def largest_cluster(points: np.ndarray, eps: float, min_points: int) -> np.ndarray:
+    """Boolean mask of the largest density cluster (DBSCAN-like), or all True.
+
+    Open3D's ``cluster_dbscan`` costs ~40 ms for 5000 points on our CPUs, so this is a grid
+    version of the same rule: points are binned in cells of ``eps / 2``; a cell is *core*
+    when its 3x3x3 block (about the eps-ball) holds at least ``min_points`` points; clusters
+    are 26-connected core cells plus the occupied cells touching them. As in ConceptGraphs,
+    the original points are kept when no cluster exists or the largest has fewer than 5 points.
+    """
+    keep_all = np.ones(len(points), dtype=bool)
+    if len(points) < min_points:
+        return keep_all
+    cell = eps / 2.0
+    extent = points.max(axis=0) - points.min(axis=0)
+    while np.prod(np.floor(extent / cell) + 3) > 4e6:  # a huge object: coarser cells keep it bounded
+        cell *= 2.0
+    grid = np.floor((points - points.min(axis=0)) / cell).astype(np.int64) + 1
+    dims = tuple(int(d) for d in grid.max(axis=0) + 2)
+    flat = np.ravel_multi_index(grid.T, dims)
+    counts = np.bincount(flat, minlength=int(np.prod(dims))).reshape(dims)
+    block = ndimage.uniform_filter(counts.astype(np.float32), size=3, mode="constant") * 27.0
+    core = (counts > 0) & (block >= min_points - 0.5)
+    labels, found = ndimage.label(core, structure=np.ones((3, 3, 3)))
+    if found == 0:
+        return keep_all
+    border = ndimage.maximum_filter(labels, size=3, mode="constant")
+    cell_label = np.where(core, labels, np.where(counts > 0, border, 0))
+    point_label = cell_label.ravel()[flat]
+    sizes = np.bincount(point_label, minlength=found + 1)
+    sizes[0] = 0
+    best = int(np.argmax(sizes))
+    if sizes[best] < 5:
+        return keep_all
+    return point_label == best
+
+
+# ----------------------------------------------------------------------------------------
+# Map objects
+# ----------------------------------------------------------------------------------------
+@dataclass
+class MapObject:
+    """One object of the map (a ConceptGraphs object)."""
+
+    object_id: int
+    keys: np.ndarray  # int64 (n,) sorted voxel keys
+    points: np.ndarray  # float32 (n, 3) mean point of each voxel
+    counts: np.ndarray  # int32 (n,) raw points averaged in each voxel
+    embedding: np.ndarray  # float32 unit vector: detection-count-weighted mean of detection features
+    num_detections: int
+    conf: float  # max detection confidence
+    class_votes: dict[str, int]
+    instance_votes: dict[int, int]  # our bookkeeping: the simulator ids its detections carried
+    first_seen: float
+    last_seen: float
+    bbox_min: np.ndarray = field(default=None)  # type: ignore[assignment]
+    bbox_max: np.ndarray = field(default=None)  # type: ignore[assignment]
+    # Neighbour index: a tree over the points when it was built plus the voxels added since.
+    _tree: cKDTree | None = field(default=None, repr=False)
+    _tree_size: int = field(default=0, repr=False)
+    _extra: list[np.ndarray] = field(default_factory=list, repr=False)
+    _extra_tree: cKDTree | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.bbox_min is None:
+            self.refresh_bbox()
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def class_name(self) -> str:
+        """Majority vote of the detections' classes (ties: alphabetical, for determinism)."""
+        return min(self.class_votes.items(), key=lambda item: (-item[1], item[0]))[0]
+
+    @property
+    def instance_id(self) -> int | None:
+        if not self.instance_votes:
+            return None
+        return min(self.instance_votes.items(), key=lambda item: (-item[1], item[0]))[0]
+
+    @property
+    def center(self) -> np.ndarray:
+        return (self.bbox_min + self.bbox_max) / 2.0
+
+    def refresh_bbox(self, pad: float = 0.005) -> None:
+        """Axis-aligned box of the voxel points, padded by half a voxel (a flat top keeps a volume)."""
+        self.bbox_min = self.points.min(axis=0).astype(np.float64) - pad
+        self.bbox_max = self.points.max(axis=0).astype(np.float64) + pad
+
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.points.nbytes + self.counts.nbytes + self.embedding.nbytes + 160 + 24 * (len(self.class_votes) + len(self.instance_votes))
+
+    # ---------------------------------------------------------------- neighbours
+    def forget_index(self) -> None:
+        self._tree, self._tree_size, self._extra, self._extra_tree = None, 0, [], None
+
+    def note_new_points(self, new_points: np.ndarray) -> None:
+        """Voxels were added: keep the tree, remember them, rebuild once they are half of it
+        (so rebuilds cost O(1) per point over the object's life).
+
+        Means of existing voxels drift by less than a voxel when they absorb points, which a
+        0.025 m neighbour radius tolerates; a full rebuild per merge would cost ~10 ms for
+        a large piece of furniture.
+        """
+        if self._tree is None or len(new_points) == 0:
+            return
+        self._extra.append(new_points)
+        self._extra_tree = None
+        if sum(len(e) for e in self._extra) > max(1024, self._tree_size // 2):
+            self.forget_index()
+
+    def near(self, queries: np.ndarray, radius: float) -> np.ndarray:
+        """For each query point: is some point of this object closer than ``radius``?"""
+        if len(queries) == 0:
+            return np.zeros(0, dtype=bool)
+        if self._tree is None:
+            self._tree, self._tree_size = cKDTree(self.points), len(self.points)
+            self._extra, self._extra_tree = [], None
+        distance = self._tree.query(queries, k=1, distance_upper_bound=radius)[0]
+        close = distance < radius
+        if self._extra:
+            if self._extra_tree is None:
+                self._extra_tree = cKDTree(np.concatenate(self._extra))
+            close |= self._extra_tree.query(queries, k=1, distance_upper_bound=radius)[0] < radius
+        return close
+
+    def overlap_fraction(self, points: np.ndarray, radius: float, needed: float = -np.inf) -> float:
+        """Fraction of ``points`` within ``radius`` of this object (ConceptGraphs' overlap).
+
+        Returns the cheap upper bound (the fraction inside the grown box) instead when it
+        cannot exceed ``needed``: the caller only compares the result with that.
+        """
+        if len(points) == 0:
+            return 0.0
+        inside = np.all((points >= self.bbox_min - radius) & (points <= self.bbox_max + radius), axis=1)
+        bound = float(np.count_nonzero(inside)) / len(points)
+        if bound == 0.0 or bound <= needed:
+            return bound
+        return float(np.count_nonzero(self.near(points[inside], radius))) / len(points)
+
+
+@dataclass
+class ProcessedDetection:
+    """A detection turned into a voxel cloud, ready to match."""
+
+    keys: np.ndarray
+    points: np.ndarray
+    counts: np.ndarray
+    bbox_min: np.ndarray
+    bbox_max: np.ndarray
+    embedding: np.ndarray
+    class_name: str
+    conf: float
+    instance_id: int | None
+
+
+def boxes_overlap(min_a: np.ndarray, max_a: np.ndarray, mins: np.ndarray, maxs: np.ndarray) -> np.ndarray:
+    """Which boxes (mins, maxs: (n, 3)) intersect box a with a positive volume (3D IoU > 0)."""
+    return np.all((np.minimum(max_a, maxs) - np.maximum(min_a, mins)) > 0, axis=1)
+
+
+# ----------------------------------------------------------------------------------------
+# The map
+# ----------------------------------------------------------------------------------------
+class ObjectMap:
+    """Objects by id, with ConceptGraphs' matching, merging and periodic cleanup."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.objects: dict[int, MapObject] = {}
+        self.next_id = 0
+        self.dirty_denoise: set[int] = set()  # changed since they were last denoised
+        self.dirty_merge: set[int] = set()  # changed since the last merge pass
+
+    # ---------------------------------------------------------------- detections -> clouds
+    def filter_detections(self, detections: list[Detection], image_shape: tuple[int, int]) -> list[Detection]:
+        """ConceptGraphs' ``filter_detections`` / ``filter_gobs``: size, confidence, duplicates."""
+        c = self.config
+        height, width = image_shape
+        min_area = max(c.min_mask_pixels, c.min_mask_fraction * height * width)
+        kept: list[tuple[Detection, tuple[int, int, int, int], int]] = []
+        for det in sorted(detections, key=lambda d: -d.confidence):
+            mask = np.asarray(det.mask, dtype=bool)
+            if mask.shape != (height, width) or det.confidence < c.det_conf_threshold:
+                continue
+            area = int(np.count_nonzero(mask))
+            if area < min_area:
+                continue
+            rows, cols = np.nonzero(np.any(mask, axis=1))[0], np.nonzero(np.any(mask, axis=0))[0]
+            box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+            if (box[1] - box[0]) * (box[3] - box[2]) > c.max_bbox_area_ratio * height * width:
+                continue
+            if any(_mask_iou(mask, box, area, other.mask, other_box, other_area) > c.mask_iou_threshold for other, other_box, other_area in kept):
+                continue
+            det.mask = mask
+            kept.append((det, box, area))
+        return [det for det, _, _ in kept]
+
+    def cloud_of(self, world: np.ndarray, agent_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Back-projected points of one mask -> denoised voxel cloud, or None if it fails a test."""
+        c = self.config
+        if len(world) < c.min_points:
+            return None
+        keys, points, counts = voxelize(world, c.voxel_size)
+        keep = largest_cluster(points, c.dbscan_eps, c.dbscan_min_points)
+        keys, points, counts = keys[keep], points[keep], counts[keep]
+        center = (points.min(axis=0) + points.max(axis=0)) / 2.0
+        if np.linalg.norm(center[:2] - agent_xy) > c.obj_include_dist:
+            return None
+        return keys, points, counts
+
+    # ---------------------------------------------------------------- matching
+    def match(self, detections: list[ProcessedDetection]) -> list[int | None]:
+        """For each detection the id of the object it merges into, or None (a new object)."""
+        c = self.config
+        if not self.objects or not detections:
+            return [None] * len(detections)
+        ids = list(self.objects)
+        mins = np.stack([self.objects[i].bbox_min for i in ids])
+        maxs = np.stack([self.objects[i].bbox_max for i in ids])
+        features = np.stack([self.objects[i].embedding for i in ids])
+        matches: list[int | None] = []
+        for det in detections:
+            visual = features @ det.embedding
+            sim = (1.0 - c.phys_bias) * visual
+            for column in np.nonzero(boxes_overlap(det.bbox_min, det.bbox_max, mins, maxs))[0]:
+                # spatial <= the fraction of points inside the object's grown box: skip hopeless queries
+                needed = (c.sim_threshold - sim[column]) / (1.0 + c.phys_bias) if c.phys_bias > -1.0 else np.inf
+                spatial = self.objects[ids[column]].overlap_fraction(det.points, c.overlap_radius, needed)
+                sim[column] += (1.0 + c.phys_bias) * spatial
+            best = int(np.argmax(sim))
+            matches.append(ids[best] if sim[best] > c.sim_threshold else None)
+        return matches
+
+    def add(self, det: ProcessedDetection, stamp: float) -> int:
+        object_id = self.next_id
+        self.next_id += 1
+        self.objects[object_id] = MapObject(
+            object_id=object_id,
+            keys=det.keys,
+            points=det.points,
+            counts=det.counts,
+            embedding=det.embedding.astype(np.float32),
+            num_detections=1,
+            conf=float(det.conf),
+            class_votes={det.class_name: 1},
+            instance_votes={} if det.instance_id is None else {int(det.instance_id): 1},
+            first_seen=stamp,
+            last_seen=stamp,
+        )
+        self.dirty_denoise.add(object_id)
+        self.dirty_merge.add(object_id)
+        return object_id
+
+    def merge_detection(self, object_id: int, det: ProcessedDetection, stamp: float) -> None:
+        """``merge_obj2_into_obj1`` for a detection (no DBSCAN, as in 3D-Mem's matching merge)."""
+        obj = self.objects[object_id]
+        keys, points, counts, new_points = merge_voxels(obj.keys, obj.points, obj.counts, det.keys, det.points, det.counts)
+        obj.keys, obj.points, obj.counts = keys, points, counts
+        obj.note_new_points(new_points)
+        # voxel means stay inside the union of the two boxes: no pass over all points needed
+        obj.bbox_min, obj.bbox_max = np.minimum(obj.bbox_min, det.bbox_min), np.maximum(obj.bbox_max, det.bbox_max)
+        obj.embedding = _weighted_unit(obj.embedding, obj.num_detections, det.embedding, 1)
+        obj.num_detections += 1
+        obj.class_votes[det.class_name] = obj.class_votes.get(det.class_name, 0) + 1
+        if det.instance_id is not None:
+            obj.instance_votes[int(det.instance_id)] = obj.instance_votes.get(int(det.instance_id), 0) + 1
+        obj.conf = max(obj.conf, float(det.conf))
+        obj.last_seen = max(obj.last_seen, stamp)
+        self.dirty_denoise.add(object_id)
+        self.dirty_merge.add(object_id)
+
+    def merge_objects(self, keeper_id: int, absorbed_id: int) -> None:
+        """Merge object ``absorbed`` into ``keeper`` (with DBSCAN, as the periodic merge does)."""
+        c = self.config
+        keeper, absorbed = self.objects[keeper_id], self.objects.pop(absorbed_id)
+        keys, points, counts, _ = merge_voxels(keeper.keys, keeper.points, keeper.counts, absorbed.keys, absorbed.points, absorbed.counts)
+        keep = largest_cluster(points, c.dbscan_eps, c.dbscan_min_points)
+        keeper.keys, keeper.points, keeper.counts = keys[keep], points[keep], counts[keep]
+        keeper.forget_index()
+        keeper.refresh_bbox()
+        keeper.embedding = _weighted_unit(keeper.embedding, keeper.num_detections, absorbed.embedding, absorbed.num_detections)
+        keeper.num_detections += absorbed.num_detections
+        for votes_a, votes_b in ((keeper.class_votes, absorbed.class_votes), (keeper.instance_votes, absorbed.instance_votes)):
+            for key, count in votes_b.items():
+                votes_a[key] = votes_a.get(key, 0) + count
+        keeper.conf = max(keeper.conf, absorbed.conf)
+        keeper.first_seen = min(keeper.first_seen, absorbed.first_seen)
+        keeper.last_seen = max(keeper.last_seen, absorbed.last_seen)
+        self.dirty_denoise.discard(absorbed_id)
+        self.dirty_merge.discard(absorbed_id)
+        self.dirty_merge.add(keeper_id)
+
+    def remove(self, object_id: int) -> None:
+        self.objects.pop(object_id, None)
+        self.dirty_denoise.discard(object_id)
+        self.dirty_merge.discard(object_id)
+
+    # ---------------------------------------------------------------- periodic cleanup
+    def denoise(self) -> set[int]:
+        """``denoise_objects``: keep each object's largest cluster (only objects changed since
+        their last denoise: the rule is idempotent, so the others would not change)."""
+        c = self.config
+        changed = set()
+        for object_id in sorted(self.dirty_denoise):
+            obj = self.objects.get(object_id)
+            if obj is None or len(obj.points) <= 1:
+                continue
+            keep = largest_cluster(obj.points, c.dbscan_eps, c.dbscan_min_points)
+            if np.all(keep) or np.count_nonzero(keep) < 4:
+                continue
+            obj.keys, obj.points, obj.counts = obj.keys[keep], obj.points[keep], obj.counts[keep]
+            obj.forget_index()
+            obj.refresh_bbox()
+            changed.add(object_id)
+        self.dirty_denoise.clear()
+        return changed
+
+    def filter_far(self, agent_xy: np.ndarray) -> list[int]:
+        """``filter_objects``: drop objects farther than ``obj_include_dist`` with few detections."""
+        c = self.config
+        removed = [
+            i
+            for i, obj in self.objects.items()
+            if np.linalg.norm(obj.center[:2] - agent_xy) > c.obj_include_dist and obj.num_detections < c.obj_min_detections
+        ]
+        for object_id in removed:
+            self.remove(object_id)
+        return removed
+
+    def merge_overlapping(self) -> dict[int, int]:
+        """``merge_objects``: merge pairs whose overlap > thresh and feature cosine > thresh.
+
+        Only pairs with an object changed since the last pass are tested; the others were
+        tested before with the same clouds. Returns {absorbed id: keeper id}.
+        """
+        c = self.config
+        ids = sorted(self.objects)
+        if len(ids) < 2 or not self.dirty_merge:
+            self.dirty_merge.clear()
+            return {}
+        mins = np.stack([self.objects[i].bbox_min for i in ids])
+        maxs = np.stack([self.objects[i].bbox_max for i in ids])
+        pairs = []
+        for a_index, a in enumerate(ids):
+            overlapping = np.nonzero(boxes_overlap(mins[a_index], maxs[a_index], mins, maxs))[0]
+            for b_index in overlapping:
+                b = ids[b_index]
+                if a == b or (a not in self.dirty_merge and b not in self.dirty_merge):
+                    continue
+                # overlap[a, b]: the fraction of b's points near a's points
+                ratio = self.objects[a].overlap_fraction(self.objects[b].points, c.overlap_radius)
+                if ratio > c.merge_overlap_thresh:
+                    pairs.append((ratio, a, b))
+        self.dirty_merge.clear()
+        merged: dict[int, int] = {}
+        for ratio, a, b in sorted(pairs, key=lambda p: (-p[0], p[1], p[2])):
+            if a not in self.objects or b not in self.objects:
+                continue
+            if float(self.objects[a].embedding @ self.objects[b].embedding) <= c.merge_visual_sim_thresh:
+                continue
+            keeper, absorbed = (b, a) if self.objects[b].conf >= self.objects[a].conf else (a, b)
+            self.merge_objects(keeper, absorbed)
+            merged = {k: (keeper if v == absorbed else v) for k, v in merged.items()}
+            merged[absorbed] = keeper
+        return merged
+
+    def nbytes(self) -> int:
+        return sum(obj.nbytes() for obj in self.objects.values())
+
+
+def _weighted_unit(a: np.ndarray, weight_a: int, b: np.ndarray, weight_b: int) -> np.ndarray:
+    mean = (a.astype(np.float64) * weight_a + b.astype(np.float64) * weight_b) / (weight_a + weight_b)
+    norm = float(np.linalg.norm(mean))
+    return (mean / norm if norm > 0 else mean).astype(np.float32)
+
+
+def _mask_iou(mask_a, box_a, area_a, mask_b, box_b, area_b) -> float:
+    """IoU of two masks, computed only inside their boxes' intersection."""
+    r0, r1 = max(box_a[0], box_b[0]), min(box_a[1], box_b[1])
+    c0, c1 = max(box_a[2], box_b[2]), min(box_a[3], box_b[3])
+    if r1 <= r0 or c1 <= c0:
+        return 0.0
+    inter = int(np.count_nonzero(mask_a[r0:r1, c0:c1] & mask_b[r0:r1, c0:c1]))
+    return inter / max(area_a + area_b - inter, 1)

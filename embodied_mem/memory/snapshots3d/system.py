@@ -1,0 +1,637 @@
+"""The 3D-Mem memory system: object map + memory snapshots + frontiers (see the package README)."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from embodied_mem.encoders import build_encoder
+from embodied_mem.memory.base import (
+    ActionDiary,
+    Entity,
+    FrameGate,
+    ReadWriteLock,
+    describe,
+    load_manifest,
+    save_manifest,
+)
+from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
+from embodied_mem.memory.snapshots3d.clustering import (
+    Frame,
+    Snapshot,
+    SnapshotMemory,
+    pose_bin,
+)
+from embodied_mem.memory.snapshots3d.frontiers import (
+    Frontier,
+    FrontierMap,
+    OccupancyMap,
+    ViewPoints,
+)
+from embodied_mem.memory.snapshots3d.goals import (
+    observe_point_group,
+    observe_point_single,
+    standable,
+)
+from embodied_mem.memory.snapshots3d.objects import (
+    DetectionFn,
+    MapObject,
+    ObjectMap,
+    ProcessedDetection,
+    ground_truth_detections,
+)
+from embodied_mem.registry import register
+from embodied_mem.types import Hit, MemoryStats, Observation, Pose, Query, Recall
+
+NAME = "snapshots3d"
+
+
+@dataclass
+class Snapshots3DConfig:
+    """3D-Mem's hyperparameters (paper / public code values unless noted in the README)."""
+
+    encoder: str = "minilm"  # text encoder for the feature stand-in: minilm | gt_hash
+    # detections (ConceptGraphs' filters; ground-truth masks pass the confidence test at 1.0)
+    det_conf_threshold: float = 0.4
+    min_mask_fraction: float = 0.001  # of H * W
+    min_mask_pixels: int = 25
+    max_bbox_area_ratio: float = 0.5
+    mask_iou_threshold: float = 0.9
+    min_points: int = 16
+    max_points: int = 5000
+    voxel_size: float = 0.01
+    dbscan_eps: float = 0.1
+    dbscan_min_points: int = 10
+    obj_include_dist: float = 3.5
+    # matching, merging, periodic cleanup
+    overlap_radius: float = 0.025
+    phys_bias: float = 0.0
+    sim_threshold: float = 1.2
+    cleanup_interval: int = 12
+    obj_min_detections: int = 2
+    merge_overlap_thresh: float = 0.7
+    merge_visual_sim_thresh: float = 0.7
+    # memory snapshots
+    min_detection: int = 1
+    snapshot_update_margin: float = 0.5
+    frame_cell: float = 0.5  # departure: one candidate frame per (cell, heading bin)
+    frame_heading_deg: float = 30.0
+    # occupancy / explored map and frontiers
+    grid_resolution: float = 0.1
+    floor_height: float = 0.05
+    obstacle_max_height: float = 1.8
+    max_integrate_depth: float = 3.0
+    explored_depth: float = 1.7
+    margin_h_ratio: float = 0.6
+    margin_w_ratio: float = 0.25
+    surrounding_explored_radius: float = 0.7
+    robot_radius: float = 0.2
+    frontier_area_min: int = 8
+    frontier_area_max: int = 9
+    frontier_edge_area_min: int = 4
+    frontier_edge_area_max: int = 6
+    min_frontier_area: int = 20
+    max_frontier_angle_deg: float = 150.0
+    region_equal_threshold: float = 0.95
+    frontier_interval: int = 3  # frontiers every 3rd processed frame: the paper updates them once per step of 3 views
+    # retrieval
+    top_k_categories: int = 10
+    prefilter_threshold: float = 0.2
+    final_observe_distance: float = 1.0
+    goal_clearance: float = 0.3
+    max_goal_distance: float = 1.5
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("phys_bias",) or isinstance(value, str):
+                continue
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"Snapshots3DConfig.{f.name} must be a non-negative number, got {value!r}")
+        for name in ("voxel_size", "grid_resolution", "cleanup_interval", "frame_cell", "frame_heading_deg", "frontier_interval", "top_k_categories", "max_points"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"Snapshots3DConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if not -1.0 <= self.phys_bias <= 1.0:
+            raise ValueError(f"Snapshots3DConfig.phys_bias must be in [-1, 1], got {self.phys_bias!r}")
+
+
+class Snapshots3D:
+    """3D-Mem: objects, co-visibility snapshots and frontiers, built from the observation stream.
+
+    ``detector`` (default: the simulator's ground-truth masks) maps an Observation to a list of
+    ``Detection``; set it at construction or as an attribute before observing.
+    """
+
+    def __init__(self, config: Snapshots3DConfig | None = None, detector: DetectionFn | None = None) -> None:
+        self.name = NAME
+        self.config = config or Snapshots3DConfig()
+        self.encoder = build_encoder(self.config.encoder)
+        self.detector: DetectionFn = detector or ground_truth_detections
+        self._lock = ReadWriteLock()
+        self._embed_lock = threading.Lock()
+        self._texts: dict[str, np.ndarray] = {}
+        self.reset()
+
+    # ------------------------------------------------------------------ protocol
+    def reset(self) -> None:
+        with self._lock.writing():
+            self.gate = FrameGate()
+            self._diary = ActionDiary()
+            self.labels: dict[int, tuple[str, dict[str, str]]] = {}
+            self.map = ObjectMap(self.config)
+            self.memory = SnapshotMemory(self.config.min_detection)
+            self.grid = OccupancyMap(self.config.grid_resolution)
+            self.frontiers = FrontierMap()
+            self.processed = 0  # frames with usable depth (the cleanup clock)
+            self.pending: set[int] = set()  # objects to re-cluster at the next update (merged, denoised)
+            self._stand: tuple[int, np.ndarray] | None = None
+
+    @property
+    def diary(self) -> ActionDiary:
+        return self._diary
+
+    def observe(self, obs: Observation) -> None:
+        if not self.gate.admit(obs):
+            return
+        # A frame without depth, or whose instance image is empty, is skipped for geometry
+        # (the protocol's bad input); it still counts as seen and goes into the diary.
+        empty_mask = obs.instances is not None and not np.any(obs.instances)
+        view, detections = (None, []) if empty_mask else self._perceive(obs)  # pure: nothing stored yet
+        with self._lock.writing():
+            self._diary.record(obs)
+            for instance_id, category in obs.labels.items():
+                self.labels[int(instance_id)] = (category, dict(obs.attributes.get(instance_id, {})))
+            if view is not None:
+                self._integrate(obs, view, detections)
+            self.gate.commit(obs)
+
+    def recall(self, query: Query) -> Recall:
+        started = time.perf_counter()
+        with self._lock.reading():
+            hits = recall_structured(self, query) if query.constraints is not None else self._recall_text(query)
+        return Recall(hits, self.name, time.perf_counter() - started)
+
+    def stats(self) -> MemoryStats:
+        with self._lock.reading():
+            total = (
+                self.map.nbytes()
+                + self.memory.nbytes()
+                + self.grid.nbytes()
+                + self.frontiers.nbytes()
+                + 200 * len(self.labels)
+                + 200 * (len(self._diary.entries) + len(self._diary.stays))
+            )
+            return MemoryStats(items=len(self.memory.snapshots), bytes=int(total), frames_seen=self.gate.frames_seen)
+
+    def counts(self) -> dict[str, int]:
+        """Sizes of the native structures (for reports)."""
+        with self._lock.reading():
+            return {
+                "objects": len(self.map.objects),
+                "snapshots": len(self.memory.snapshots),
+                "frames": len(self.memory.frames),
+                "frontiers": len(self.frontiers.frontiers),
+                "points": int(sum(len(o.points) for o in self.map.objects.values())),
+            }
+
+    # ------------------------------------------------------------------ perception
+    def _perceive(self, obs: Observation) -> tuple[ViewPoints | None, list[ProcessedDetection]]:
+        """The frame's points for the occupancy map and its detections as voxel clouds.
+
+        Pure (nothing is stored); None when the frame has no usable depth. Only the pixels
+        that are used are back-projected: every ``width // 80``-th pixel of every such row
+        for the occupancy map (< 0.1 m apart within 3 m) and at most ``max_points`` per mask.
+        """
+        c = self.config
+        valid = obs.valid_depth()
+        if not np.any(valid):
+            return None, []
+        height, width = valid.shape
+        camera = obs.world_T_camera.matrix()
+        stride = max(1, width // 80)
+        rows, cols = np.nonzero(valid[::stride, ::stride])
+        rows, cols = rows * stride, cols * stride
+        view = ViewPoints(_to_world(obs, camera, rows, cols), obs.depth[rows, cols].astype(np.float64), rows, cols, camera[:3, 3].copy(), height, width)
+        agent_xy = obs.pose.position[:2]
+        kept, clouds = [], []
+        for det in self.map.filter_detections(list(self.detector(obs)), (height, width)):
+            rows, cols = np.nonzero(det.mask & valid)
+            if len(rows) < c.min_points:
+                continue
+            step = -(-len(rows) // c.max_points)  # ConceptGraphs' dynamic_downsample, rounded up: <= max_points
+            cloud = self.map.cloud_of(_to_world(obs, camera, rows[::step], cols[::step]), agent_xy)
+            if cloud is not None:
+                kept.append(det)
+                clouds.append(cloud)
+        features = self._embed([det.text() for det in kept])
+        detections = []
+        for det, (keys, points, counts), feature in zip(kept, clouds, features):
+            half = c.voxel_size / 2
+            detections.append(
+                ProcessedDetection(keys, points, counts, points.min(axis=0) - half, points.max(axis=0) + half, feature, det.class_name, float(det.confidence), det.instance_id)
+            )
+        return view, detections
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Unit text embeddings, cached per string (the same labels come back every frame)."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._texts]
+        if missing:
+            with self._embed_lock:
+                vectors = self.encoder.encode(missing)
+            for text, vector in zip(missing, vectors):
+                norm = float(np.linalg.norm(vector))
+                self._texts[text] = (vector / norm if norm > 0 else vector).astype(np.float32)
+        if not texts:
+            return np.zeros((0, self.encoder.dim), dtype=np.float32)
+        return np.stack([self._texts[t] for t in texts])
+
+    def _integrate(self, obs: Observation, view: ViewPoints, detections: list[ProcessedDetection]) -> None:
+        """One step of ``update_scene_graph`` + cleanup + TSDF + ``update_snapshots`` + frontiers."""
+        c = self.config
+        agent_xy = obs.pose.position[:2].copy()
+        seen: dict[int, float] = {}
+        added = []
+        for det, match in zip(detections, self.map.match(detections)):
+            if match is None:
+                object_id = self.map.add(det, obs.stamp)
+                added.append(object_id)
+            else:
+                self.map.merge_detection(match, det, obs.stamp)
+                object_id = match
+            seen[object_id] = max(seen.get(object_id, 0.0), det.conf)
+        if seen:
+            self.memory.add_frame(obs.frame_id, obs.stamp, obs.pose, seen, pose_bin(obs.pose, c.frame_cell, c.frame_heading_deg))
+        self.processed += 1
+        if self.processed % c.cleanup_interval == 0:
+            self._cleanup(agent_xy)
+        self.grid.integrate(view, agent_xy, c)
+        objects = self.map.objects
+        near = {i for i, o in objects.items() if np.linalg.norm(o.center[:2] - agent_xy) < c.obj_include_dist + c.snapshot_update_margin}
+        update = set(added) | near | self.pending
+        self.pending = set()
+        self.memory.update(update, {i: o.center for i, o in objects.items()}, {i: o.num_detections for i, o in objects.items()})
+        self.memory.prune()
+        if (self.processed - 1) % c.frontier_interval == 0:
+            self.frontiers.update(self.grid, agent_xy, obs.frame_id, obs.stamp, c)
+
+    def _cleanup(self, agent_xy: np.ndarray) -> None:
+        """``periodic_cleanup_objects``: denoise, filter, merge; then fix frames and snapshots."""
+        denoised = self.map.denoise()
+        removed = self.map.filter_far(agent_xy)
+        merged = self.map.merge_overlapping()
+        self.memory.remove_objects(removed)
+        for absorbed, keeper in merged.items():
+            self.memory.remap_object(absorbed, keeper)
+        self.pending |= (denoised | set(merged.values())) & set(self.map.objects)
+
+    # ------------------------------------------------------------------ oracle track
+    def catalog(self) -> list[Entity]:
+        """One entity per simulator id voted by map objects: the most recently seen object."""
+        newest: dict[int, MapObject] = {}
+        for obj in self.map.objects.values():
+            entity_id = self._entity_id(obj)
+            best = newest.get(entity_id)
+            if best is None or (obj.last_seen, obj.num_detections) > (best.last_seen, best.num_detections):
+                newest[entity_id] = obj
+        entities = []
+        for entity_id, obj in newest.items():
+            attributes = dict(self.labels.get(obj.instance_id, ("", {}))[1]) if obj.instance_id is not None else {}
+            entities.append(Entity(entity_id, attributes.get("kind", "object"), obj.class_name, attributes, obj.center.copy(), obj.last_seen))
+        return entities
+
+    @staticmethod
+    def _entity_id(obj: MapObject) -> int:
+        """The simulator id the object's detections voted for; objects without one get -(id + 1)."""
+        return obj.instance_id if obj.instance_id is not None else -(obj.object_id + 1)
+
+    def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
+        if goal.target == "room":
+            return [
+                Hit(stay.frame_id, stay.start, stay.pose, None, None, 1.0 / (rank + 1), self.name, {"room": stay.room})
+                for rank, stay in enumerate(goal.rooms)
+            ]
+        by_entity: dict[int, list[MapObject]] = {}
+        for obj in self.map.objects.values():
+            by_entity.setdefault(self._entity_id(obj), []).append(obj)
+        newest, older, unseen = [], [], []
+        for entity_id in goal.entity_ids:
+            ranked = sorted(by_entity.get(entity_id, []), key=lambda o: (-o.last_seen, -o.num_detections, o.object_id))
+            newest += [(entity_id, o) for o in ranked[:1]]
+            older += [(entity_id, o) for o in ranked[1:]]  # where it was before it moved
+            if not ranked and goal.interaction_poses.get(entity_id):
+                unseen.append(entity_id)
+        owner = self.memory.owner()
+        hits = []
+        for rank, (entity_id, obj) in enumerate(newest + older):
+            hit = self._object_hit(entity_id, obj, owner.get(obj.object_id), query, 1.0 / (rank + 1))
+            poses = goal.interaction_poses.get(entity_id)
+            if poses:  # the robot stood right there when it picked from / placed on it
+                hit.agent_pose = poses[-1][0]
+            hit.evidence["stale"] = rank >= len(newest)
+            hits.append(hit)
+        for entity_id in unseen:  # not in the map, but the diary knows where the robot stood
+            pose, frame_id, stamp = goal.interaction_poses[entity_id][-1]
+            hits.append(Hit(frame_id, stamp, pose, None, entity_id, 1.0 / (len(hits) + 1), self.name, {"from": "diary"}))
+        return hits
+
+    def _object_hit(self, entity_id: int, obj: MapObject, snapshot_id: int | None, query: Query, score: float) -> Hit:
+        target = obj.center.copy()
+        frame = self.memory.frames.get(snapshot_id) if snapshot_id is not None else None
+        toward = query.near.position[:2] if query.near is not None else (frame.obs_point if frame is not None else target[:2])
+        goal_xy = None
+        if frame is not None:
+            goal_xy = self._snapshot_goal(self.memory.snapshots[snapshot_id], frame, toward)
+        if goal_xy is None or np.linalg.norm(goal_xy - target[:2]) > self.config.max_goal_distance:
+            goal_xy = self._single_goal(target[:2], toward)  # the snapshot's goal is too far from this object
+        pose = self._facing(goal_xy, target) if goal_xy is not None else (frame.pose if frame is not None else None)
+        evidence = {"map_object": obj.object_id, "snapshot": snapshot_id, "last_seen": obj.last_seen, "detections": obj.num_detections}
+        return Hit(snapshot_id, frame.stamp if frame is not None else obj.last_seen, pose, target, entity_id, score, self.name, evidence)
+
+    # ------------------------------------------------------------------ goals
+    def _standable(self) -> np.ndarray:
+        if self._stand is None or self._stand[0] != self.grid.version:
+            self._stand = (self.grid.version, standable(self.grid, self.config.goal_clearance))
+        return self._stand[1]
+
+    def _single_goal(self, target_xy: np.ndarray, toward_xy: np.ndarray) -> np.ndarray | None:
+        if self.grid.evidence.size == 0:
+            return None
+        return observe_point_single(self.grid, self._standable(), target_xy, toward_xy, self.config.final_observe_distance)
+
+    def _snapshot_goal(self, snapshot: Snapshot, frame: Frame, toward_xy: np.ndarray) -> np.ndarray | None:
+        """``set_next_navigation_point`` for a snapshot: where to stand to see its objects."""
+        if self.grid.evidence.size == 0:
+            return None
+        centres = [self.map.objects[o].center[:2] for o in snapshot.cluster if o in self.map.objects]
+        if not centres:
+            return None
+        if len(centres) == 1:
+            return self._single_goal(centres[0], toward_xy)
+        return observe_point_group(self.grid, self._standable(), np.array(centres), frame.obs_point, self.config.final_observe_distance)
+
+    @staticmethod
+    def _facing(xy: np.ndarray, target: np.ndarray) -> Pose:
+        return Pose.from_xy_yaw(float(xy[0]), float(xy[1]), math.atan2(target[1] - xy[1], target[0] - xy[0]))
+
+    # ------------------------------------------------------------------ language track
+    def description(self, obj: MapObject) -> str:
+        attributes = self.labels.get(obj.instance_id, ("", {}))[1] if obj.instance_id is not None else {}
+        return describe(obj.class_name, attributes)
+
+    def prefilter(self, text: str, classes: set[str]) -> list[str]:
+        """Stand-in for the GPT-4o prefilter: the seen classes closest to the query, best first.
+
+        At most ``top_k_categories`` classes with cosine >= ``prefilter_threshold``.
+        """
+        if not classes:
+            return []
+        names = sorted(classes)
+        vectors = self._embed([text] + [n.replace("_", " ") for n in names])
+        scores = vectors[1:] @ vectors[0]
+        order = sorted(range(len(names)), key=lambda i: (-scores[i], names[i]))
+        return [names[i] for i in order if scores[i] >= self.config.prefilter_threshold][: self.config.top_k_categories]
+
+    def _recall_text(self, query: Query) -> list[Hit]:
+        objects = self.map.objects
+        snapshots = [s for s in self.memory.snapshots.values() if s.frame_id in self.memory.frames]
+        if query.time_range is not None:
+            start, end = query.time_range
+            snapshots = [s for s in snapshots if start <= self.memory.frames[s.frame_id].stamp <= end]
+        classes = {s.frame_id: sorted({objects[o].class_name for o in s.cluster if o in objects}) for s in snapshots}
+        selected = set(self.prefilter(query.text, {c for names in classes.values() for c in names}))
+        kept = [s for s in snapshots if selected.intersection(classes[s.frame_id])]
+        if not kept:
+            return []
+        vector = self._embed([query.text])[0]
+        ranked = []
+        for snapshot in kept:
+            members = [objects[o] for o in snapshot.cluster if o in objects and objects[o].class_name in selected]
+            scores = self._embed([self.description(o) for o in members]) @ vector
+            best = int(np.argmax(scores))
+            ranked.append((float(scores[best]), snapshot, members[best]))
+        # ties (the same description in several snapshots, e.g. where a moved object was and is):
+        # the more recently seen object first
+        ranked.sort(key=lambda item: (-item[0], -item[2].last_seen, -self.memory.frames[item[1].frame_id].stamp, item[1].frame_id))
+        hits = []
+        for score, snapshot, obj in ranked[: query.k]:
+            frame = self.memory.frames[snapshot.frame_id]
+            toward = query.near.position[:2] if query.near is not None else frame.obs_point
+            goal_xy = self._snapshot_goal(snapshot, frame, toward)
+            pose = self._facing(goal_xy, obj.center) if goal_xy is not None else frame.pose
+            evidence = {"classes": sorted(selected.intersection(classes[snapshot.frame_id])), "map_object": obj.object_id, "description": self.description(obj)}
+            hits.append(Hit(snapshot.frame_id, frame.stamp, pose, obj.center.copy(), obj.instance_id, score, self.name, evidence))
+        return hits
+
+    # ------------------------------------------------------------------ pictures
+    def plot(self, ax) -> None:
+        """Occupancy / explored map faintly, objects coloured by snapshot, snapshot rays, frontiers."""
+        import matplotlib.pyplot as plt
+
+        with self._lock.reading():
+            grid = self.grid
+            if grid.evidence.size:
+                x0, y0 = grid.origin * grid.resolution
+                x1, y1 = (grid.origin + np.array(grid.shape)) * grid.resolution
+                image = np.full(grid.shape, np.nan)
+                image[grid.free] = 0.0
+                image[grid.free & grid.explored] = 0.35
+                image[grid.occupied] = 1.0
+                ax.imshow(image.T, origin="lower", extent=(x0, x1, y0, y1), cmap="Greys", vmin=0, vmax=1.4, alpha=0.35, interpolation="nearest", zorder=1)
+            colours = plt.get_cmap("tab20")
+            owner = self.memory.owner()
+            order = {frame_id: n for n, frame_id in enumerate(sorted(self.memory.snapshots))}
+            for obj in self.map.objects.values():
+                snapshot = owner.get(obj.object_id)
+                colour = colours(order[snapshot] % 20) if snapshot is not None else (0.5, 0.5, 0.5, 1.0)
+                step = max(1, len(obj.points) // 200)
+                ax.scatter(obj.points[::step, 0], obj.points[::step, 1], s=1, color=colour, zorder=3)
+                ax.add_patch(
+                    plt.Rectangle(obj.bbox_min[:2], *(obj.bbox_max - obj.bbox_min)[:2], fill=False, edgecolor=colour, linewidth=0.6, zorder=3)
+                )
+            for frame_id, snapshot in self.memory.snapshots.items():
+                frame = self.memory.frames.get(frame_id)
+                if frame is None:
+                    continue
+                colour = colours(order[frame_id] % 20)
+                ox, oy = frame.obs_point
+                ax.scatter([ox], [oy], marker="*", s=40, color=colour, zorder=5)
+                for object_id in snapshot.cluster:
+                    cx, cy = self.map.objects[object_id].center[:2]
+                    ax.plot([ox, cx], [oy, cy], color=colour, linewidth=0.5, alpha=0.7, zorder=4)
+            frontier_colours = plt.get_cmap("autumn")
+            for n, frontier in enumerate(self.frontiers.frontiers):
+                colour = frontier_colours((n * 0.37) % 1.0)
+                xy = (frontier.cells + 0.5) * grid.resolution
+                ax.scatter(xy[:, 0], xy[:, 1], s=2, marker="s", color=colour, alpha=0.6, zorder=2)
+                px, py = frontier.position
+                ax.arrow(px, py, 0.5 * frontier.orientation[0], 0.5 * frontier.orientation[1], width=0.03, color=colour, zorder=6)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, directory) -> None:
+        with self._lock.reading():
+            objects = [self.map.objects[i] for i in sorted(self.map.objects)]
+            sizes = [len(o.points) for o in objects]
+            frontiers = self.frontiers.frontiers
+            dim = self.encoder.dim
+            arrays = {
+                "object_ids": np.array([o.object_id for o in objects], dtype=np.int64),
+                "object_sizes": np.array(sizes, dtype=np.int64),
+                "object_keys": np.concatenate([o.keys for o in objects] or [np.zeros(0, np.int64)]),
+                "object_points": np.concatenate([o.points for o in objects] or [np.zeros((0, 3), np.float32)]),
+                "object_counts": np.concatenate([o.counts for o in objects] or [np.zeros(0, np.int32)]),
+                "object_embeddings": np.stack([o.embedding for o in objects]) if objects else np.zeros((0, dim), np.float32),
+                "object_boxes": np.array([np.concatenate([o.bbox_min, o.bbox_max]) for o in objects], dtype=np.float64).reshape(-1, 6),
+                "grid_evidence": self.grid.evidence,
+                "grid_known": self.grid.known,
+                "grid_explored": self.grid.explored,
+                "grid_origin": self.grid.origin,
+                "frontier_sizes": np.array([len(f.cells) for f in frontiers], dtype=np.int64),
+                "frontier_cells": np.concatenate([f.cells for f in frontiers] or [np.zeros((0, 2), np.int64)]).astype(np.int64),
+            }
+            memory = self.memory
+            state = {
+                "config": asdict(self.config),
+                "gate": self.gate.to_dict(),
+                "diary": self._diary.to_dict(),
+                "labels": {str(k): [c, a] for k, (c, a) in self.labels.items()},
+                "objects": [
+                    {
+                        "num_detections": o.num_detections,
+                        "conf": o.conf,
+                        "class_votes": o.class_votes,
+                        "instance_votes": {str(k): v for k, v in o.instance_votes.items()},
+                        "first_seen": o.first_seen,
+                        "last_seen": o.last_seen,
+                    }
+                    for o in objects
+                ],
+                "next_object_id": self.map.next_id,
+                "dirty_denoise": sorted(self.map.dirty_denoise),
+                "dirty_merge": sorted(self.map.dirty_merge),
+                "frames": [
+                    {"frame_id": f.frame_id, "stamp": f.stamp, "pose": f.pose.to_dict(), "objects": {str(k): v for k, v in f.objects.items()}, "bin": list(f.bin), "order": f.order}
+                    for f in memory.frames.values()
+                ],
+                "snapshots": [{"frame_id": s.frame_id, "cluster": list(s.cluster)} for s in memory.snapshots.values()],
+                "bins": [[list(k), v] for k, v in memory.bins.items()],
+                "superseded": sorted(memory.superseded),
+                "frame_order": memory._order,
+                "frontiers": [
+                    {"id": f.frontier_id, "position": f.position.tolist(), "orientation": f.orientation.tolist(), "frame_id": f.frame_id, "pose": f.pose.to_dict(), "stamp": f.stamp}
+                    for f in frontiers
+                ],
+                "next_frontier_id": self.frontiers.next_id,
+                "grid_version": self.grid.version,
+                "processed": self.processed,
+                "pending": sorted(self.pending),
+            }
+        save_manifest(directory, self.name, state, arrays)
+
+    def load(self, directory) -> None:
+        state, arrays = load_manifest(Path(directory), self.name)
+        try:
+            parsed = self._parse(state, arrays)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"corrupt {self.name} checkpoint {directory}: {error!r}") from error
+        with self._lock.writing():  # swap in only once everything parsed
+            (self.gate, self._diary, self.labels, self.map, self.memory, self.grid, self.frontiers, self.processed, self.pending) = parsed
+            self._stand = None
+
+    def _parse(self, state: dict, arrays: dict[str, np.ndarray]):
+        config = Snapshots3DConfig(**state["config"])
+        if config.encoder != self.config.encoder:
+            raise ValueError(f"checkpoint uses encoder {config.encoder!r}, this memory {self.config.encoder!r}")
+        gate = FrameGate()
+        gate.load_dict(state["gate"])
+        diary = ActionDiary()
+        diary.load_dict(state["diary"])
+        labels = {int(k): (str(c), dict(a)) for k, (c, a) in state["labels"].items()}
+        object_map = ObjectMap(self.config)
+        ids, sizes = arrays["object_ids"], arrays["object_sizes"]
+        boxes = arrays["object_boxes"]
+        if not (len(ids) == len(sizes) == len(state["objects"]) == len(arrays["object_embeddings"]) == len(boxes)):
+            raise ValueError("object arrays and object records disagree in length")
+        if int(sizes.sum()) != len(arrays["object_points"]) or len(arrays["object_keys"]) != len(arrays["object_points"]) or len(arrays["object_counts"]) != len(arrays["object_points"]):
+            raise ValueError("object point arrays disagree in length")
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        for n, meta in enumerate(state["objects"]):
+            rows = slice(int(starts[n]), int(starts[n + 1]))
+            if starts[n + 1] == starts[n]:
+                raise ValueError(f"object {int(ids[n])} has no points")
+            object_map.objects[int(ids[n])] = MapObject(
+                object_id=int(ids[n]),
+                keys=arrays["object_keys"][rows].astype(np.int64),
+                points=arrays["object_points"][rows].astype(np.float32),
+                counts=arrays["object_counts"][rows].astype(np.int32),
+                embedding=arrays["object_embeddings"][n].astype(np.float32),
+                num_detections=int(meta["num_detections"]),
+                conf=float(meta["conf"]),
+                class_votes={str(k): int(v) for k, v in meta["class_votes"].items()},
+                instance_votes={int(k): int(v) for k, v in meta["instance_votes"].items()},
+                first_seen=float(meta["first_seen"]),
+                last_seen=float(meta["last_seen"]),
+                bbox_min=boxes[n, :3].copy(),
+                bbox_max=boxes[n, 3:].copy(),
+            )
+        object_map.next_id = int(state["next_object_id"])
+        object_map.dirty_denoise = {int(i) for i in state["dirty_denoise"]}
+        object_map.dirty_merge = {int(i) for i in state["dirty_merge"]}
+        memory = SnapshotMemory(self.config.min_detection)
+        for f in state["frames"]:
+            frame = Frame(int(f["frame_id"]), float(f["stamp"]), Pose.from_dict(f["pose"]), {int(k): float(v) for k, v in f["objects"].items()}, tuple(int(b) for b in f["bin"]), int(f["order"]))
+            if any(o not in object_map.objects for o in frame.objects):
+                raise ValueError(f"frame {frame.frame_id} refers to an unknown object")
+            memory.frames[frame.frame_id] = frame
+            for object_id in frame.objects:
+                memory.object_frames.setdefault(object_id, set()).add(frame.frame_id)
+        for s in state["snapshots"]:
+            snapshot = Snapshot(int(s["frame_id"]), [int(o) for o in s["cluster"]])
+            if snapshot.frame_id not in memory.frames or not set(snapshot.cluster) <= set(memory.frames[snapshot.frame_id].objects):
+                raise ValueError(f"snapshot {snapshot.frame_id} does not match its frame")
+            memory.snapshots[snapshot.frame_id] = snapshot
+        memory.bins = {tuple(int(v) for v in key): int(frame_id) for key, frame_id in state["bins"]}
+        memory.superseded = {int(i) for i in state["superseded"]}
+        memory._order = int(state["frame_order"])
+        grid = OccupancyMap(self.config.grid_resolution)
+        evidence, known, explored = arrays["grid_evidence"], arrays["grid_known"], arrays["grid_explored"]
+        if evidence.ndim != 2 or known.shape != evidence.shape or explored.shape != evidence.shape or arrays["grid_origin"].shape != (2,):
+            raise ValueError("occupancy grids disagree in shape")
+        grid.evidence, grid.known, grid.explored = evidence.astype(np.int8), known.astype(bool), explored.astype(bool)
+        grid.origin = arrays["grid_origin"].astype(np.int64)
+        grid.version = int(state["grid_version"])
+        frontier_map = FrontierMap()
+        frontier_sizes = arrays["frontier_sizes"]
+        if len(frontier_sizes) != len(state["frontiers"]) or int(frontier_sizes.sum()) != len(arrays["frontier_cells"]):
+            raise ValueError("frontier arrays and records disagree in length")
+        offsets = np.concatenate([[0], np.cumsum(frontier_sizes)])
+        for n, f in enumerate(state["frontiers"]):
+            frontier_map.frontiers.append(
+                Frontier(
+                    int(f["id"]), np.array(f["position"], dtype=np.float64), np.array(f["orientation"], dtype=np.float64),
+                    arrays["frontier_cells"][int(offsets[n]) : int(offsets[n + 1])].astype(np.int64), int(f["frame_id"]), Pose.from_dict(f["pose"]), float(f["stamp"]),
+                )
+            )
+        frontier_map.next_id = int(state["next_frontier_id"])
+        pending = {int(i) for i in state["pending"]}
+        return gate, diary, labels, object_map, memory, grid, frontier_map, int(state["processed"]), pending
+
+
+def _to_world(obs: Observation, world_T_camera: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """World points of pixels (rows, cols) with valid depth; element-wise, as a (n, 3) @ (3, 3)
+    product goes through BLAS threads that cost more than the arithmetic here."""
+    camera = obs.camera
+    z = obs.depth[rows, cols].astype(np.float64)
+    x = (cols + 0.5 - camera.cx) / camera.fx * z
+    y = (rows + 0.5 - camera.cy) / camera.fy * z
+    rotation, origin = world_T_camera[:3, :3], world_T_camera[:3, 3]
+    return np.stack([rotation[i, 0] * x + rotation[i, 1] * y + rotation[i, 2] * z + origin[i] for i in range(3)], axis=1)
+
+
+@register("memory", NAME, Snapshots3DConfig)
+def build_snapshots3d(config: Snapshots3DConfig) -> Snapshots3D:
+    return Snapshots3D(config)
