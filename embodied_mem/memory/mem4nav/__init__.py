@@ -1,0 +1,130 @@
+"""Mem4Nav: a hierarchical spatial-cognition long-short memory (He et al., 2025, arXiv 2506.19433).
+
+What the paper does
+-------------------
+Mem4Nav gives a vision-and-language navigation agent in city streets two spatial structures
+and two memories:
+
+- a **sparse octree**: world points are quantised (``floor(p * 2^Lambda / L)``) and addressed by
+  Morton keys; only visited leaves exist; each leaf keeps a long-term memory token;
+- a **semantic topology graph**: landmark nodes (descriptor, position) created when an
+  observation is far (L2 > delta) from every node descriptor, else merged by running mean;
+  directed edges weighted by travelled distance plus an instruction cost; Dijkstra routing;
+- a **short-term memory (STM)**: K = 128 recent entries in coordinates relative to the current
+  graph node, evicted by frequency and recency, retrieved within a radius and ranked by cosine;
+- a **long-term memory (LTM)**: a reversible transformer R writes each leaf's / node's token
+  ``theta_new = R([theta_prev ; v_t])`` (2d-dim); tokens are indexed (HNSW) and found by k-NN,
+  then decoded exactly with R^-1 to get the stored observation back;
+- **multi-level retrieval**: STM first; the LTM when no STM entry is good enough (cos < tau).
+  The retrieved memories become extra visual tokens of the navigation policy (FLAME), and R
+  and the query projection are trained end to end with the navigation loss.
+
+What we implement (files)
+-------------------------
+- ``octree.py``: correct 21-bit-per-axis Morton keys, configurable depth / world size / origin,
+  a dict of visited leaves, parent = ``code >> 3``, per-level sets of live internal nodes and a
+  radius query that descends from the root pruning boxes by box-sphere distance.
+- ``graph.py``: the semantic graph on a networkx DiGraph (node rule, edge rule with the 2-way
+  mean, no self-loops, Dijkstra).
+- ``stm.py``: the short-term cache (fixed arrays of K slots).
+- ``ltm.py``: the reversible transformer (additive coupling, F = multi-head self-attention,
+  G = GELU MLP; depth 6, 8 heads, MLP ratio 4) and an exact token index.
+- ``system.py``: the ``MemorySystem`` (``build("memory", {"name": "mem4nav"})``), config
+  ``Mem4NavConfig`` mirrored by ``configs/memory/mem4nav.yaml``.
+
+Per observation (our adaptation of the write path): each visible instance
+(``visible_instances``) is an object observation ``v_t`` = text embedding of its ground-truth
+description at ``p_t`` = its world centroid -> octree leaf (key = Morton of ``p_t``) -> LTM write
++ STM write (``p_rel`` relative to the current node). Per frame, the descriptor = normalised
+mean of the visible instances' embeddings at the robot's position -> graph node update or
+creation, an edge when the node changed, and the node's LTM write. All of a frame's tokens go
+through R in one batched call (one thread; see ``torch_threads``). Frames with no usable depth
+or an empty instance mask write no geometry (no instance is visible, so there is no descriptor
+either) but are recorded in the action diary and counted as seen.
+
+Recall. Oracle track (``query.constraints``): the shared reasoner reads ``diary``, ``catalog()``
+(every instance at the leaf of its most recent sighting, category / attributes from a label
+table, ``extent`` = the boxes of its leaves there: all of a receptacle's leaves, an object's
+within ``locate_radius``) and ``locate(goal)``: for each entity, multi-level retrieval with
+``v_q`` = embedding of its description asked from ``query.near``; retrieved leaves (and leaves
+within ``locate_radius`` of them, found by the octree's radius query) that saw the entity are
+preferred, most recent sighting first; when retrieval misses it, or only finds a place it was
+seen before it moved (farther than ``locate_radius`` from its latest sighting), the leaf
+bookkeeping answers (``evidence["source"]`` says which: "stm", "ltm" or "bookkeeping").
+``Hit.target_xyz`` = leaf centre; ``Hit.agent_pose`` = the observer pose of the best view of the
+entity among the leaves within ``locate_radius`` of that leaf (the view quality is frame_bank's:
+mask fraction, discounted beyond 2.5 m or 35 degrees off-centre; ``Hit.score`` is that quality),
+or the diary's interaction pose for receptacle goals that have one; entities never seen with
+depth fall back to the diary's interaction / place pose. Room goals use the diary's room stays.
+Language track: ``query.text`` is embedded and run through multi-level retrieval from the
+robot's pose; hits are the retrieved leaves (the leaf's instance best matching the text) or
+graph nodes (a pose at the node, no target), one per object.
+
+Substitutions
+-------------
+- ``v_t``: text embeddings (``minilm``, or ``gt_hash`` for speed) of the simulator's
+  ground-truth instance descriptions stand in for the paper's visual (RGB + depth) features.
+- R is **untrained**: PyTorch's default init under ``torch.manual_seed(rt_seed)`` with the
+  residual output layers scaled by ``rt_init_gain`` (0.03), eval mode, dropout 0, so it is an
+  exact bijection that keeps the geometry of what it encodes (|R(x) - x| = 0.34 |x|); at the
+  default init it scrambles tokens and the L2 step finds the best key for only 62-73 % of text
+  queries, against 97 % here (numbers in ``ltm.py``). The paper trains R end to end with a
+  navigation loss (plus a cycle loss) that we do not have. The learned query projection
+  ``Proj([v_t ; p_t])`` is replaced by ``q = R([0 ; v_q])``; the learned heads ``pi_p`` / ``pi_d``
+  are not used: positions come from the key (leaf centre by Morton decode, or node position).
+- Exact numpy k-NN instead of HNSW: a home holds at most a few thousand live tokens (a scan is
+  well under a millisecond) and hnswlib needs a C++ toolchain on the user's machine. The L2
+  step returns ``ltm_candidates`` (32) tokens, which are decoded with R^-1 and re-ranked by
+  ``cos(v_s, v_q)`` down to ``ltm_top_m`` (3), since an untrained R's token space is not a
+  semantic space.
+- ``c_instr`` is the public code's constant 0.1: during history collection there is no
+  instruction to cost.
+
+Departures from the paper / public code, and fixes of the public code
+----------------------------------------------------------------------
+- Geometry: the paper's Lambda = 16 over L = 100 m gives 1.5 mm leaves (street-scale VLN). In a
+  home objects are re-observed from many poses and centroids jitter by centimetres, so the
+  default is depth 8 over 51.2 m with origin -25.6 m on each axis: 0.2 m leaves. Configurable.
+- Morton masks fixed (the public code maps every point to key 0); negative coordinates are
+  shifted by the origin instead of clipped to 0; points outside the cube are skipped, not
+  clamped (counted in ``out_of_bounds``).
+- Graph edges exist (the public code passes node objects where ids are expected, so it never
+  adds one). Keys are namespaced ``("leaf", morton)`` / ``("node", id)`` (the public code's node
+  0 collides with Morton key 0).
+- LTM history: ``theta_prev`` = first half of the key's previous token. The public code decodes
+  the previous token first, which returns the previous *input* theta, i.e. zeros forever (its
+  bug 10). We additionally rescale ``theta_prev`` to norm ``ltm_theta_norm`` (0.1): with an
+  untrained R the first half grows linearly with the number of writes, and often-seen places
+  then drift away from every query in L2 (24-45 % vs 100 % of queries finding their key among
+  the L2 candidates in our test); ``ltm_theta_norm: 0`` carries theta raw.
+- One live index row per key, rewritten in place; freed rows are reused (the public code
+  consumes a new HNSW label per write and fails after 20,000 writes).
+- Tokens are stored once, in the index (the public code also copies each onto its leaf / node).
+- Our bookkeeping on leaves (used by ``catalog`` / ``locate``): per instance seen there, a
+  ``Sighting`` (last-seen stamp; frame, observer pose and quality of its best view there); the
+  leaf's last stamp. Plus a derived instance -> leaves index and a label table.
+- STM and LTM are written for object observations, the LTM also for graph nodes
+  (``write_nodes_to_ltm``); the STM clock counts frames that wrote geometry.
+
+Checkpoints and size
+--------------------
+``save`` writes json + npz (leaves, sightings, graph, STM slots, LTM tokens, diary, gate). R's
+weights are not saved: they are regenerated from the seed; the checkpoint stores R's spec and
+a SHA-256 of its weights, and ``load`` refuses one whose checksum (or octree geometry /
+encoder) differs, leaving the memory as it was. ``stats().bytes`` counts every numpy array plus
+an estimate of the Python objects around them (per leaf, sighting, node, edge, key, label,
+diary entry, seen frame id); R's ~29 MB of weights are excluded, like the text encoder's.
+
+What to expect (measured on the 2-core CPU box, gt_hash, 1 day)
+---------------------------------------------------------------
+observe() 6-8 ms per frame at 160x120 and 320x240 (R's one batched forward is ~4 of them);
+recall 10-45 ms (the decode of the 32 LTM candidates dominates); ~3 MB after a day of 774
+frames, +2.3 % when the same day is replayed. On ``sim=embedded_small`` (56 tasks) the oracle
+track matched frame_bank (100 % vs 98 % success). The language track is weaker than frame_bank
+(16 % vs 27 %): Mem4Nav's memories hold what was seen and where, not the robot's actions, the
+time or room names, so "the receptacle you placed the can on" finds the can.
+"""
+
+from embodied_mem.memory.mem4nav.system import Mem4Nav, Mem4NavConfig, build_mem4nav
+
+__all__ = ["Mem4Nav", "Mem4NavConfig", "build_mem4nav"]

@@ -1,0 +1,609 @@
+"""The Mem4Nav memory system: sparse octree + semantic graph, short-term cache + long-term tokens.
+
+See the package docstring (``embodied_mem.memory.mem4nav``) for what is implemented and every
+substitution and departure from the paper and its public code.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embodied_mem.encoders import build_encoder
+from embodied_mem.geometry import bearing_in_body
+from embodied_mem.memory.base import (
+    ActionDiary,
+    Entity,
+    FrameGate,
+    InstanceView,
+    ReadWriteLock,
+    describe,
+    load_manifest,
+    save_manifest,
+    unique_by,
+    visible_instances,
+)
+from embodied_mem.memory.mem4nav.graph import SemanticGraph
+from embodied_mem.memory.mem4nav.ltm import LongTermMemory, ReversibleTransformer, TransformerSpec
+from embodied_mem.memory.mem4nav.octree import MAX_DEPTH, Leaf, Sighting, SparseOctree
+from embodied_mem.memory.mem4nav.stm import ShortTermMemory
+from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
+from embodied_mem.registry import register
+from embodied_mem.types import Hit, MemoryStats, Observation, Pose, Query, Recall
+
+LEAF, NODE = "leaf", "node"  # key namespaces: ("leaf", morton code) and ("node", node id)
+KEY_KINDS = {LEAF: 0, NODE: 1}
+
+# Rough CPython costs (bytes) of the Python objects around the numpy arrays, for stats().
+PY_LEAF = 700  # Leaf object + its dict, centre array, dict slot in octree.leaves
+PY_SIGHTING = 600  # a Sighting with its Pose, its dict slot, its slot in the instance -> leaves index
+PY_PREFIX = 60  # one entry of an octree level set
+PY_NODE = 900  # networkx node, its attribute dict and position array, adjacency dicts
+PY_EDGE = 250  # networkx edge: two adjacency entries and an attribute dict
+PY_KEY = 180  # a (kind, value) key tuple and its dict / list slots (STM, LTM)
+PY_LABEL = 300  # label table entry: category and attribute dict
+PY_DIARY = 600  # diary entry or room stay, with its Pose
+PY_FRAME_ID = 60  # one frame id in the FrameGate's seen set
+
+
+@dataclass
+class Mem4NavConfig:
+    """Mem4Nav. Paper / code values unless noted; geometry is set for homes, not streets.
+
+    The paper's octree is depth 16 over 100 m (1.5 mm leaves, for street-scale VLN). In a home an
+    object is re-observed from many poses and its centroid jitters by centimetres, so the default
+    here is depth 8 over 51.2 m from -25.6 m: 0.2 m leaves covering [-25.6, 25.6) m on each axis.
+    """
+
+    encoder: str = "minilm"  # "minilm" or "gt_hash": stands in for the paper's visual encoder
+    min_pixels: int = 20
+    # sparse octree
+    octree_depth: int = 8
+    world_size: float = 51.2
+    origin_x: float = -25.6
+    origin_y: float = -25.6
+    origin_z: float = -25.6
+    # semantic topology graph
+    node_threshold: float = 0.7  # delta: L2 distance to the nearest node descriptor
+    edge_alpha: float = 1.0
+    edge_beta: float = 0.5
+    instruction_cost: float = 0.1  # c_instr: the public code's constant placeholder
+    # short-term memory
+    stm_capacity: int = 128  # K
+    stm_lambda: float = 0.5
+    stm_radius: float = 3.0  # epsilon (m), on node-relative coordinates
+    stm_top_k: int = 3
+    stm_threshold: float = 0.7  # tau: best STM cosine needed to skip the LTM
+    # long-term memory
+    ltm_top_m: int = 3
+    ltm_candidates: int = 32  # L2 candidates decoded and re-ranked by cosine
+    ltm_theta_norm: float = 0.1  # theta_prev rescaled to this norm (0: carried raw); see ltm.py
+    write_nodes_to_ltm: bool = True
+    # reversible transformer R (untrained, fixed seed)
+    rt_depth: int = 6
+    rt_heads: int = 8
+    rt_chunks: int = 8  # F attends over the d-vector cut into this many pieces
+    rt_mlp_ratio: float = 4.0
+    rt_dropout: float = 0.0
+    rt_init_gain: float = 0.03  # residual output layers scaled at init: an untrained R near identity
+    rt_seed: int = 0
+    torch_threads: int = 1  # intra-op threads for R's small batches (0: leave torch's setting)
+    # locate: leaves this close to a retrieved leaf count as retrieved (centroid jitter)
+    locate_radius: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.octree_depth <= MAX_DEPTH:
+            raise ValueError(f"octree_depth must be in [1, {MAX_DEPTH}], got {self.octree_depth}")
+        for name in ("world_size", "stm_radius", "locate_radius"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("stm_capacity", "stm_top_k", "ltm_top_m", "ltm_candidates", "rt_depth", "rt_heads", "rt_chunks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.stm_lambda <= 1.0:
+            raise ValueError(f"stm_lambda must be in [0, 1], got {self.stm_lambda}")
+        if self.ltm_candidates < self.ltm_top_m:
+            raise ValueError(f"ltm_candidates ({self.ltm_candidates}) must be >= ltm_top_m ({self.ltm_top_m})")
+
+    @property
+    def origin(self) -> tuple[float, float, float]:
+        return (self.origin_x, self.origin_y, self.origin_z)
+
+
+@dataclass
+class Retrieved:
+    """One multi-level retrieval result: a memory key, its score and its position."""
+
+    key: tuple[str, int]
+    cosine: float
+    source: str  # "stm" | "ltm"
+    position: np.ndarray
+    object_id: int | None = None
+
+
+class Mem4Nav:
+    """Mem4Nav over the embodied_mem protocol (observe / recall / save / load / stats / reset)."""
+
+    def __init__(self, config: Mem4NavConfig) -> None:
+        self.name = "mem4nav"
+        self.config = config
+        self.encoder = build_encoder(config.encoder)
+        self.dim = int(self.encoder.dim)
+        self.spec = TransformerSpec(
+            dim=self.dim,
+            depth=config.rt_depth,
+            heads=config.rt_heads,
+            chunks=config.rt_chunks,
+            mlp_ratio=config.rt_mlp_ratio,
+            dropout=config.rt_dropout,
+            init_gain=config.rt_init_gain,
+            seed=config.rt_seed,
+        )
+        self.transformer = ReversibleTransformer(self.spec)
+        self.transformer.threads = config.torch_threads
+        self.weights_checksum = self.transformer.checksum()
+        self._lock = ReadWriteLock()
+        self._embed_lock = threading.Lock()
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        c = self.config
+        self.gate = FrameGate()
+        self._diary = ActionDiary()
+        self.octree = SparseOctree(c.octree_depth, c.world_size, c.origin)
+        self.graph = SemanticGraph(self.dim, c.node_threshold, c.edge_alpha, c.edge_beta)
+        self.stm = ShortTermMemory(c.stm_capacity, self.dim, c.stm_lambda)
+        self.ltm = LongTermMemory(self.transformer, c.ltm_theta_norm)
+        self.labels: dict[int, tuple[str, dict[str, str]]] = {}
+        self.instance_leaves: dict[int, set[int]] = {}  # instance id -> leaves that saw it (derived)
+        self.step = 0  # frames that wrote geometry: the STM clock
+        self.out_of_bounds = 0  # instance observations outside the octree's cube (skipped)
+
+    @property
+    def diary(self) -> ActionDiary:
+        return self._diary
+
+    # ------------------------------------------------------------------ observe
+    def observe(self, obs: Observation) -> None:
+        """Write one frame: per visible instance a leaf + LTM + STM write, per frame a graph update."""
+        if not self.gate.admit(obs):
+            return
+        views = visible_instances(obs, self.config.min_pixels)
+        vectors = self._embed([view.description for view in views]) if views else np.zeros((0, self.dim), np.float32)
+        with self._lock.writing():
+            self._remember_event_labels(obs)
+            if views:
+                self._write(obs, views, vectors)
+            self._diary.record(obs)
+            self.gate.commit(obs)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        with self._embed_lock:
+            return np.asarray(self.encoder.encode(texts), dtype=np.float32)
+
+    def _remember_event_labels(self, obs: Observation) -> None:
+        for event in obs.events:
+            for instance_id in (event.object_id, event.receptacle_id):
+                if instance_id is not None and instance_id in obs.labels:
+                    self.labels.setdefault(int(instance_id), (obs.labels[instance_id], dict(obs.attributes.get(instance_id, {}))))
+
+    def _write(self, obs: Observation, views: list[InstanceView], vectors: np.ndarray) -> None:
+        """All of one frame's writes; the torch work is one batched R call."""
+        c = self.config
+        self.step += 1
+        descriptor = vectors.mean(axis=0)
+        norm = float(np.linalg.norm(descriptor))
+        if norm > 0:
+            descriptor = descriptor / norm
+        transition = self.graph.update(descriptor, obs.pose.position, obs.stamp, c.instruction_cost)
+        anchor = self.graph.position(transition.node)
+        placed = []
+        for view, vector in zip(views, vectors):
+            code = self.octree.key(view.centroid)
+            if code is None:
+                self.out_of_bounds += 1
+            else:
+                placed.append((view, vector, code))
+        keys = [(LEAF, code) for _, _, code in placed]
+        rows = [vector for _, vector, _ in placed]
+        if c.write_nodes_to_ltm:
+            keys.append((NODE, transition.node))
+            rows.append(descriptor.astype(np.float32))
+        if keys:
+            self.ltm.write(keys, np.stack(rows))
+        for view, vector, code in placed:
+            leaf = self.octree.insert_or_get(code)
+            leaf.observations += 1
+            leaf.last_v = vector.copy()  # not a view that would keep the whole frame batch alive
+            leaf.last_stamp = obs.stamp
+            leaf.see(view.instance_id, obs.stamp, obs.frame_id, obs.pose, view_quality(obs.pose, view))
+            self.instance_leaves.setdefault(view.instance_id, set()).add(code)
+            self.labels[view.instance_id] = (view.category, dict(view.attributes))
+            self.stm.write((LEAF, code), vector, view.centroid - anchor, self.step, view.instance_id)
+
+    # ------------------------------------------------------------------ retrieval
+    def key_position(self, key: tuple[str, int]) -> np.ndarray:
+        """Leaf centre (Morton decode) or graph node position."""
+        kind, value = key
+        return self.octree.center_of(value) if kind == LEAF else self.graph.position(value).copy()
+
+    def retrieve(self, vectors: np.ndarray, position: np.ndarray, stm_k: int | None = None, ltm_m: int | None = None) -> list[tuple[str, list[Retrieved]]]:
+        """Multi-level retrieval for each query vector, all asked from ``position``.
+
+        Short-term first: entries within epsilon of ``q_rel = position - p_{u_c}``, ranked by
+        cosine. The long-term memory answers when no entry passes the filter or the best cosine
+        is below tau. The LTM queries of all vectors share one decode call.
+        """
+        c = self.config
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        stm_k, ltm_m = stm_k or c.stm_top_k, ltm_m or c.ltm_top_m
+        answers: list[tuple[str, list[Retrieved]] | None] = [None] * len(vectors)
+        if self.graph.current is not None:
+            q_rel = np.asarray(position, dtype=np.float64) - self.graph.position(self.graph.current)
+            for row, vector in enumerate(vectors):
+                matches = self.stm.retrieve(vector, q_rel, c.stm_radius, stm_k)
+                if matches and matches[0].cosine >= c.stm_threshold:
+                    answers[row] = ("stm", [Retrieved(m.key, m.cosine, "stm", self.key_position(m.key), m.object_id) for m in matches])
+        missing = [row for row, answer in enumerate(answers) if answer is None]
+        if missing:
+            results = self.ltm.retrieve(vectors[missing], max(c.ltm_candidates, ltm_m), ltm_m)
+            for row, matches in zip(missing, results):
+                answers[row] = ("ltm", [Retrieved(m.key, m.cosine, "ltm", self.key_position(m.key)) for m in matches])
+        return answers
+
+    def _query_position(self, query: Query) -> np.ndarray:
+        if query.near is not None:
+            return query.near.position
+        if self._diary.last_pose is not None:
+            return self._diary.last_pose.position
+        return np.zeros(3)
+
+    # ------------------------------------------------------------------ recall
+    def recall(self, query: Query) -> Recall:
+        started = time.perf_counter()
+        with self._lock.reading():
+            hits = recall_structured(self, query) if query.constraints is not None else self._recall_text(query)
+        return Recall(hits, self.name, time.perf_counter() - started)
+
+    def catalog(self) -> list[Entity]:
+        """Every instance at the leaf of its most recent sighting, boxed by the leaves around it."""
+        entities = []
+        for instance_id in self.instance_leaves:
+            leaf = self._latest_leaf(instance_id)
+            category, attributes = self.labels.get(instance_id, ("unknown", {}))
+            kind = attributes.get("kind", "object")
+            # Furniture stays put: all its leaves outline it. Objects move: only the leaves here.
+            if kind == "receptacle":
+                here = [self.octree.leaves[code] for code in self.instance_leaves[instance_id]]
+            else:
+                here = self._leaves_near(instance_id, leaf)
+            corners = np.array([item.center for item in here])
+            extent = (corners.min(axis=0) - 0.5 * leaf.size, corners.max(axis=0) + 0.5 * leaf.size)
+            stamp = leaf.sightings[instance_id].stamp
+            entities.append(Entity(instance_id, kind, category, attributes, leaf.center.copy(), stamp, extent))
+        return entities
+
+    def _latest_leaf(self, instance_id: int) -> Leaf:
+        leaves = [self.octree.leaves[code] for code in self.instance_leaves[instance_id]]
+        return max(leaves, key=lambda item: (item.sightings[instance_id].stamp, item.code))
+
+    def _leaves_near(self, instance_id: int, leaf: Leaf) -> list[Leaf]:
+        """Leaves within ``locate_radius`` of ``leaf`` that saw the instance (centroid jitter)."""
+        near, _ = self.octree.radius_query(leaf.center, self.config.locate_radius)
+        return [item for item in near if instance_id in item.sightings] or [leaf]
+
+    def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
+        if goal.target == "room":
+            return [
+                Hit(stay.frame_id, stay.start, stay.pose, None, None, 1.0 / (rank + 1), self.name, {"room": stay.room})
+                for rank, stay in enumerate(goal.rooms)
+            ]
+        position = self._query_position(query)
+        known = [i for i in goal.entity_ids if i in self.labels]
+        retrieved = self.retrieve(self._embed([describe(*self.labels[i]) for i in known]), position) if known else []
+        by_entity = dict(zip(known, retrieved))
+        hits = []
+        for entity_id in goal.entity_ids:
+            hit = self._entity_hit(entity_id, by_entity.get(entity_id), goal, position)
+            if hit is not None:
+                hits.append(hit)
+        hits.sort(key=lambda hit: -hit.score)
+        return hits
+
+    def _entity_hit(self, entity_id: int, answer: tuple[str, list[Retrieved]] | None, goal: ResolvedGoal, position: np.ndarray) -> Hit | None:
+        """The leaf where the entity was last seen, preferring one the retrieval returned."""
+        interaction = goal.interaction_poses.get(entity_id)
+        if entity_id not in self.instance_leaves:
+            return self._diary_hit(entity_id, interaction)
+        latest = self._latest_leaf(entity_id)
+        chosen, source = latest, "bookkeeping"
+        candidates = self._retrieved_leaves(entity_id, answer[1] if answer else [])
+        if candidates:
+            best = max(candidates, key=lambda leaf: leaf.sightings[entity_id].stamp)
+            # A retrieved leaf far from the latest sighting is where the entity used to be.
+            if np.linalg.norm(best.center - latest.center) <= self.config.locate_radius:
+                chosen, source = best, answer[0]
+        # Where to stand: the best view of the entity from the leaves around the chosen one.
+        view = max((leaf.sightings[entity_id] for leaf in self._leaves_near(entity_id, chosen)), key=lambda s: (s.quality, s.stamp))
+        agent_pose = interaction[-1][0] if interaction else view.view
+        evidence = {"source": source, "leaf": chosen.code, "sightings": len(self.instance_leaves[entity_id])}
+        stamp = chosen.sightings[entity_id].stamp
+        return Hit(view.frame_id, stamp, agent_pose, chosen.center.copy(), entity_id, view.quality, self.name, evidence)
+
+    def _retrieved_leaves(self, entity_id: int, matches: list[Retrieved]) -> list[Leaf]:
+        """Retrieved leaves, and leaves within ``locate_radius`` of them, that saw the entity."""
+        found: dict[int, Leaf] = {}
+        for match in matches:
+            if match.key[0] != LEAF:
+                continue
+            near, _ = self.octree.radius_query(match.position, self.config.locate_radius)  # holds the leaf itself
+            for leaf in near:
+                if entity_id in leaf.sightings:
+                    found[leaf.code] = leaf
+        return list(found.values())
+
+    def _diary_hit(self, entity_id: int, interaction: list | None) -> Hit | None:
+        """Never seen with depth: where the robot stood when it interacted with it, if it did."""
+        if interaction:
+            pose, frame_id, stamp = interaction[-1]
+            return Hit(frame_id, stamp, pose, None, entity_id, 0.1, self.name, {"source": "diary"})
+        entries = [e for e in self._diary.entries if e.object_id == entity_id and e.kind == "place"]
+        if entries:
+            entry = entries[-1]
+            return Hit(entry.frame_id, entry.stamp, entry.pose, None, entity_id, 0.1, self.name, {"source": "diary"})
+        return None
+
+    def _recall_text(self, query: Query) -> list[Hit]:
+        if not self.octree.leaves and len(self.graph) == 0:
+            return []
+        vector = self._embed([query.text])[0]
+        _, matches = self.retrieve(vector[None], self._query_position(query), max(self.config.stm_top_k, query.k), max(self.config.ltm_top_m, query.k))[0]
+        hits = [hit for hit in (self._text_hit(match, vector, query) for match in matches) if hit is not None]
+        # Neighbouring leaves of one object (centroid jitter) would fill the list with one thing.
+        return unique_by(hits, lambda hit: hit.object_id if hit.object_id is not None else tuple(hit.evidence["key"]))[: query.k]
+
+    def _text_hit(self, match: Retrieved, vector: np.ndarray, query: Query) -> Hit | None:
+        evidence = {"source": match.source, "key": list(match.key)}
+        kind, value = match.key
+        if kind == NODE:
+            node = self.graph.graph.nodes[value]
+            if query.time_range is not None and not query.time_range[0] <= node["last_stamp"] <= query.time_range[1]:
+                return None
+            pose = Pose(match.position)
+            return Hit(None, node["last_stamp"], pose, None, None, match.cosine, self.name, evidence)
+        leaf = self.octree.leaves[value]
+        ids = list(leaf.sightings)
+        if query.time_range is not None:
+            ids = [i for i in ids if query.time_range[0] <= leaf.sightings[i].stamp <= query.time_range[1]]
+        if not ids:
+            return None
+        similarity = self._embed([describe(*self.labels.get(i, ("unknown", {}))) for i in ids]) @ vector
+        best = max(range(len(ids)), key=lambda n: (round(float(similarity[n]), 6), leaf.sightings[ids[n]].stamp))
+        object_id = ids[best]
+        sighting = leaf.sightings[object_id]
+        return Hit(sighting.frame_id, sighting.stamp, sighting.view, leaf.center.copy(), object_id, match.cosine, self.name, evidence)
+
+    # ------------------------------------------------------------------ size
+    def stats(self) -> MemoryStats:
+        """Bytes of every array plus an estimate of the Python objects around them.
+
+        R's weights (``self.transformer.nbytes``, ~29 MB at d = 384) are left out, as the text
+        encoder is: they are a fixed model, regenerated from the seed, not remembered content.
+        """
+        with self._lock.reading():
+            leaves = self.octree.leaves.values()
+            sightings = sum(len(leaf.sightings) for leaf in leaves)
+            prefixes = sum(len(level) for level in self.octree.levels[:-1])
+            arrays = sum(4 * self.dim + 8 * 3 for _ in leaves)  # last_v (float32) + centre
+            arrays += self.graph.descriptors.nbytes + 8 * 3 * len(self.graph) + self.stm.nbytes + self.ltm.index.nbytes
+            python = (
+                PY_LEAF * len(self.octree.leaves)
+                + PY_SIGHTING * sightings
+                + PY_PREFIX * prefixes
+                + PY_NODE * len(self.graph)
+                + PY_EDGE * self.graph.graph.number_of_edges()
+                + PY_KEY * (len(self.stm) + len(self.ltm.index))
+                + PY_LABEL * len(self.labels)
+                + PY_DIARY * (len(self._diary.entries) + len(self._diary.stays))
+                + PY_FRAME_ID * len(self.gate.seen)
+            )
+            return MemoryStats(items=len(self.octree.leaves) + len(self.graph), bytes=int(arrays + python), frames_seen=self.gate.frames_seen)
+
+    # ------------------------------------------------------------------ plot
+    def plot(self, ax) -> None:
+        """Octree leaves (squares, colour = when last seen) and the graph (nodes, directed edges)."""
+        with self._lock.reading():
+            self._plot(ax)
+
+    def _plot(self, ax) -> None:
+        leaves = list(self.octree.leaves.values())
+        if leaves:
+            centers = np.array([leaf.center for leaf in leaves])
+            stamps = np.array([leaf.last_stamp for leaf in leaves])
+            ax.scatter(centers[:, 0], centers[:, 1], c=stamps, cmap="viridis", marker="s", s=8, linewidths=0, label="octree leaves (colour: last seen)", zorder=2)
+        if len(self.graph):
+            positions = np.array([self.graph.position(n) for n in sorted(self.graph.graph.nodes)])
+            edges = list(self.graph.graph.edges)
+            if edges:
+                start = np.array([positions[s] for s, _ in edges])
+                delta = np.array([positions[t] - positions[s] for s, t in edges])
+                ax.quiver(start[:, 0], start[:, 1], delta[:, 0], delta[:, 1], angles="xy", scale_units="xy", scale=1, width=0.0025, headwidth=5, headlength=7, headaxislength=6, color="tab:red", alpha=0.5, zorder=3)
+            ax.scatter(positions[:, 0], positions[:, 1], s=25, c="tab:red", edgecolors="black", linewidths=0.5, label="graph nodes", zorder=4)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, directory) -> None:
+        with self._lock.reading():
+            state, arrays = self._state()
+        save_manifest(directory, self.name, state, arrays)
+
+    def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        leaves = list(self.octree.leaves.values())
+        sight = [(row, instance_id, s) for row, leaf in enumerate(leaves) for instance_id, s in leaf.sightings.items()]
+        nodes = sorted(self.graph.graph.nodes)
+        ltm_keys, ltm_tokens = self.ltm.index.state()
+        stm_keys = self.stm.keys
+        arrays = {
+            "leaf_codes": np.array([leaf.code for leaf in leaves], dtype=np.int64),
+            "leaf_observations": np.array([leaf.observations for leaf in leaves], dtype=np.int64),
+            "leaf_last_v": np.array([leaf.last_v for leaf in leaves], dtype=np.float32).reshape(-1, self.dim),
+            "leaf_last_stamp": np.array([leaf.last_stamp for leaf in leaves], dtype=np.float64),
+            "sight_leaf": np.array([row for row, _, _ in sight], dtype=np.int64),
+            "sight_id": np.array([instance_id for _, instance_id, _ in sight], dtype=np.int64),
+            "sight_stamp": np.array([s.stamp for _, _, s in sight], dtype=np.float64),
+            "sight_frame": np.array([s.frame_id for _, _, s in sight], dtype=np.int64),
+            "sight_view": np.array([np.concatenate([s.view.position, s.view.orientation]) for _, _, s in sight]).reshape(-1, 7),
+            "sight_quality": np.array([s.quality for _, _, s in sight], dtype=np.float64),
+            "node_positions": np.array([self.graph.position(n) for n in nodes], dtype=np.float64).reshape(-1, 3),
+            "node_descriptors": self.graph.descriptors.copy(),
+            "stm_vectors": self.stm.vectors.copy(),
+            "stm_p_rel": self.stm.p_rel.copy(),
+            "stm_step": self.stm.step.copy(),
+            "stm_frequency": self.stm.frequency.copy(),
+            "stm_object_ids": self.stm.object_ids.copy(),
+            "stm_key_kind": np.array([-1 if k is None else KEY_KINDS[k[0]] for k in stm_keys], dtype=np.int64),
+            "stm_key_value": np.array([-1 if k is None else k[1] for k in stm_keys], dtype=np.int64),
+            "ltm_key_kind": np.array([KEY_KINDS[k[0]] for k in ltm_keys], dtype=np.int64),
+            "ltm_key_value": np.array([k[1] for k in ltm_keys], dtype=np.int64),
+            "ltm_tokens": ltm_tokens.reshape(-1, 2 * self.dim),
+        }
+        graph_nodes = [
+            {key: self.graph.graph.nodes[n][key] for key in ("count", "creation_time", "visits", "last_stamp")} for n in nodes
+        ]
+        state = {
+            "config": asdict(self.config),
+            "transformer": {"spec": asdict(self.spec), "checksum": self.weights_checksum},
+            "gate": self.gate.to_dict(),
+            "diary": self._diary.to_dict(),
+            "labels": {str(k): [c, a] for k, (c, a) in self.labels.items()},
+            "step": self.step,
+            "out_of_bounds": self.out_of_bounds,
+            "graph": {
+                "current": self.graph.current,
+                "nodes": graph_nodes,
+                "edges": [[s, t, w] for s, t, w in self.graph.graph.edges(data="weight")],
+            },
+        }
+        return state, arrays
+
+    def load(self, directory) -> None:
+        """Restore a checkpoint; ``ValueError`` (and nothing changed) if it is not a usable one."""
+        state, arrays = load_manifest(Path(directory), self.name)
+        try:
+            parsed = self._parse(state, arrays)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"corrupt {self.name} checkpoint {directory}: {error!r}") from error
+        with self._lock.writing():  # swap in only once everything parsed
+            for name, value in parsed.items():
+                setattr(self, name, value)
+
+    def _parse(self, state: dict, arrays: dict[str, np.ndarray]) -> dict:
+        saved = state["transformer"]
+        if saved["checksum"] != self.weights_checksum or saved["spec"] != asdict(self.spec):
+            raise ValueError("the checkpoint's tokens were written by a different reversible transformer (weights checksum differs)")
+        config = state["config"]
+        geometry = ("octree_depth", "world_size", "origin_x", "origin_y", "origin_z", "encoder")
+        if any(config[name] != getattr(self.config, name) for name in geometry):
+            raise ValueError(f"the checkpoint's octree geometry / encoder differ from this memory's: {[(n, config[n]) for n in geometry]}")
+        c, d = self.config, self.dim
+        gate = FrameGate()
+        gate.load_dict(state["gate"])
+        diary = ActionDiary()
+        diary.load_dict(state["diary"])
+        labels = {int(k): (str(v[0]), dict(v[1])) for k, v in state["labels"].items()}
+
+        octree = SparseOctree(c.octree_depth, c.world_size, c.origin)
+        codes = arrays["leaf_codes"]
+        last_v = _shaped(arrays, "leaf_last_v", (len(codes), d))
+        leaves = []
+        for row, code in enumerate(codes.tolist()):
+            if not 0 <= code < 1 << (3 * c.octree_depth):
+                raise ValueError(f"leaf code {code} outside an octree of depth {c.octree_depth}")
+            leaf = octree.insert_or_get(int(code))
+            leaf.observations = int(arrays["leaf_observations"][row])
+            leaf.last_v = last_v[row].astype(np.float32)
+            leaf.last_stamp = float(arrays["leaf_last_stamp"][row])
+            leaves.append(leaf)
+        instance_leaves: dict[int, set[int]] = {}
+        rows = arrays["sight_leaf"].tolist()
+        views = _shaped(arrays, "sight_view", (len(rows), 7))
+        columns = zip(rows, arrays["sight_id"].tolist(), arrays["sight_stamp"].tolist(), arrays["sight_frame"].tolist(), views, arrays["sight_quality"].tolist())
+        for row, instance_id, stamp, frame_id, view, quality in columns:
+            leaves[row].sightings[int(instance_id)] = Sighting(float(stamp), int(frame_id), Pose(view[:3], view[3:]), float(quality))
+            instance_leaves.setdefault(int(instance_id), set()).add(leaves[row].code)
+
+        graph = SemanticGraph(d, c.node_threshold, c.edge_alpha, c.edge_beta)
+        nodes = state["graph"]["nodes"]
+        positions = _shaped(arrays, "node_positions", (len(nodes), 3))
+        graph.descriptors = _shaped(arrays, "node_descriptors", (len(nodes), d)).astype(np.float32)
+        for n, node in enumerate(nodes):
+            graph.graph.add_node(
+                n,
+                position=positions[n].astype(np.float64),
+                count=int(node["count"]),
+                creation_time=float(node["creation_time"]),
+                visits=int(node["visits"]),
+                last_stamp=float(node["last_stamp"]),
+            )
+        for source, target, weight in state["graph"]["edges"]:
+            if source not in graph.graph or target not in graph.graph or source == target:
+                raise ValueError(f"bad graph edge {source} -> {target}")
+            graph.graph.add_edge(int(source), int(target), weight=float(weight))
+        current = state["graph"]["current"]
+        if current is not None and current not in graph.graph:
+            raise ValueError(f"current graph node {current} does not exist")
+        graph.current = current
+
+        stm = ShortTermMemory(c.stm_capacity, d, c.stm_lambda)
+        kinds = {value: name for name, value in KEY_KINDS.items()}
+        stm.vectors = _shaped(arrays, "stm_vectors", (c.stm_capacity, d)).astype(np.float32)
+        stm.p_rel = _shaped(arrays, "stm_p_rel", (c.stm_capacity, 3)).astype(np.float64)
+        for name in ("step", "frequency", "object_ids"):
+            setattr(stm, name, _shaped(arrays, f"stm_{name}", (c.stm_capacity,)).astype(np.int64))
+        for slot, (kind, value) in enumerate(zip(_shaped(arrays, "stm_key_kind", (c.stm_capacity,)).tolist(), arrays["stm_key_value"].tolist())):
+            if kind >= 0:
+                key = (kinds[kind], int(value))
+                stm.keys[slot], stm.slot_of[key] = key, slot
+
+        ltm = LongTermMemory(self.transformer, c.ltm_theta_norm)
+        tokens = _shaped(arrays, "ltm_tokens", (len(arrays["ltm_key_kind"]), 2 * d))
+        for kind, value, token in zip(arrays["ltm_key_kind"].tolist(), arrays["ltm_key_value"].tolist(), tokens):
+            ltm.index.put((kinds[kind], int(value)), token.astype(np.float32))
+        return {
+            "gate": gate,
+            "_diary": diary,
+            "labels": labels,
+            "octree": octree,
+            "instance_leaves": instance_leaves,
+            "graph": graph,
+            "stm": stm,
+            "ltm": ltm,
+            "step": int(state["step"]),
+            "out_of_bounds": int(state["out_of_bounds"]),
+        }
+
+
+def view_quality(pose: Pose, view: InstanceView) -> float:
+    """How well a frame shows an instance: its mask fraction, x0.3 beyond 2.5 m, x0.3 beyond 35 deg
+    off the heading (the same measure the frame_bank baseline ranks its frames by)."""
+    distance = float(np.linalg.norm(view.centroid[:2] - pose.position[:2]))
+    near = 1.0 if distance < 2.5 else 0.3
+    centred = 1.0 if bearing_in_body(pose, view.centroid) < math.radians(35) else 0.3
+    return view.mask_fraction * near * centred
+
+
+def _shaped(arrays: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
+    array = arrays[name]
+    if array.shape != shape or (array.dtype.kind == "f" and not np.all(np.isfinite(array))):
+        raise ValueError(f"array {name} has shape {array.shape} (expected {shape}) or non-finite values")
+    return array
+
+
+@register("memory", "mem4nav", Mem4NavConfig)
+def build_mem4nav(config: Mem4NavConfig) -> Mem4Nav:
+    return Mem4Nav(config)
