@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from embodied_mem.registry import register
+from embodied_mem.runtime import torch_threads
 
 _MODEL = None
 _MODEL_LOCK = threading.Lock()
@@ -43,22 +43,7 @@ def load_minilm():
 class MiniLMConfig:
     batch_size: int = 64
     cache_size: int = 50_000
-    # torch threads while encoding. On a 2-core machine one thread encodes a sentence in 25 ms
-    # and two threads take 130-390 ms (measured): small inferences lose to thread hand-offs.
-    threads: int = 1
-
-
-@contextmanager
-def torch_threads(count: int):
-    """Run a block with ``count`` torch threads, then restore the process setting."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    threads: int = 1  # torch threads while encoding (see embodied_mem.runtime.torch_threads)
 
 
 @register("encoder", "minilm", MiniLMConfig)

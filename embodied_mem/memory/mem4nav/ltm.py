@@ -48,13 +48,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Hashable
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
+
+from embodied_mem.runtime import torch_threads
 
 
 class ChunkSelfAttention(nn.Module):
@@ -155,7 +156,7 @@ class ReversibleTransformer(nn.Module):
 
     def _run(self, function, array: np.ndarray) -> np.ndarray:
         dtype = next(self.parameters()).dtype
-        with torch.inference_mode(), _torch_threads(self.threads):
+        with torch.inference_mode(), torch_threads(self.threads):
             out = function(torch.from_numpy(np.ascontiguousarray(array)).to(dtype))
         return out.numpy()
 
@@ -178,20 +179,6 @@ class ReversibleTransformer(nn.Module):
     @property
     def nbytes(self) -> int:
         return sum(p.numel() * p.element_size() for p in self.parameters())
-
-
-@contextmanager
-def _torch_threads(count: int):
-    """Run with ``count`` intra-op threads, then restore the process setting (a cheap switch)."""
-    previous = torch.get_num_threads()
-    if count <= 0 or count == previous:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class TokenIndex:
