@@ -239,8 +239,15 @@ def comparison_markdown(summaries, spec, cfg, where: dict, image: str) -> str:
 
 
 def cmd_viz(cfg) -> int:
-    from embodied_mem.eval.viz import visualize
+    from embodied_mem.eval.viz import visualize, visualize_side_by_side
 
+    if cfg.viz.memories:
+        memories = [memory_config(cfg, str(name)) for name in cfg.viz.memories]
+        _check_memories(memories)
+        spec = run_spec(cfg, memories, [str(cfg.track)])
+        out = _output_dir(cfg, "viz") / "memories.png"
+        print(f"wrote {visualize_side_by_side(spec, memories, out)}")
+        return 0
     memory = memory_config(cfg)
     _check_memories([memory])
     spec = run_spec(cfg, [memory], [str(cfg.track)])

@@ -125,3 +125,48 @@ def bearing_in_body(body: Pose, target_xyz: np.ndarray) -> float:
     """Absolute angle between the body's +x axis and the target, projected onto the floor plane."""
     local = transform_points(np.linalg.inv(body.matrix()), np.asarray(target_xyz, dtype=np.float64)[None])[0]
     return abs(math.atan2(local[1], local[0]))
+
+
+def grid_graph(mask: np.ndarray, resolution: float):
+    """The 8-connected graph of a 2D boolean grid's True cells (flat indices, metre weights)."""
+    from scipy.sparse import csr_matrix
+
+    nx, ny = mask.shape
+    index = np.arange(nx * ny).reshape(nx, ny)
+    rows, cols, weights = [], [], []
+    for di, dj in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)):
+        src = (slice(max(0, -di), nx - max(0, di)), slice(max(0, -dj), ny - max(0, dj)))
+        dst = (slice(max(0, di), nx - max(0, -di)), slice(max(0, dj), ny - max(0, -dj)))
+        both = mask[src] & mask[dst]
+        rows.append(index[src][both])
+        cols.append(index[dst][both])
+        weights.append(np.full(int(both.sum()), resolution * math.hypot(di, dj)))
+    return csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))), shape=(nx * ny, nx * ny))
+
+
+def free_space_distance(free: np.ndarray, centers: np.ndarray, resolution: float, origin_xy: np.ndarray, reach: float = 1.0):
+    """Travel distance from ``origin_xy`` over a grid's free cells, as a function of a point.
+
+    ``centers`` (nx, ny, 2) holds each cell's world x, y. A target's distance is the shortest
+    route to a free cell within ``reach`` of it plus the straight last leg (targets stand on
+    occupied cells: furniture, walls).
+    """
+    from scipy.sparse.csgraph import dijkstra
+
+    flat_free = free.reshape(-1)
+    flat_centers = centers.reshape(-1, 2)
+    origin = np.asarray(origin_xy, dtype=np.float64)[:2]
+    candidates = np.flatnonzero(flat_free)
+    if candidates.size == 0:
+        return lambda xy: float(np.linalg.norm(np.asarray(xy)[:2] - origin))
+    start = candidates[int(np.argmin(np.linalg.norm(flat_centers[candidates] - origin, axis=1)))]
+    route = dijkstra(grid_graph(free, resolution), directed=False, indices=int(start))
+    head = float(np.linalg.norm(flat_centers[start] - origin))
+    reachable = candidates[np.isfinite(route[candidates])]
+
+    def distance(xy) -> float:
+        legs = np.linalg.norm(flat_centers[reachable] - np.asarray(xy, dtype=np.float64)[:2], axis=1)
+        close = legs <= max(reach, float(legs.min()) + 0.5)
+        return head + float(np.min(route[reachable][close] + legs[close]))
+
+    return distance

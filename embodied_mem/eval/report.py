@@ -128,27 +128,27 @@ def markdown_table(summaries: list[dict]) -> str:
 
 
 def plot_comparison(path: Path, summaries: list[dict]) -> None:
+    """Success by category, one panel per track, one bar per memory."""
     categories = [c for c in CATEGORIES if any(c in s["by_category"] for s in summaries)]
-    figure, axes = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [3, 1]})
-    ax = axes[0]
-    width = 0.8 / max(1, len(summaries))
-    x = np.arange(len(categories))
-    for number, summary in enumerate(summaries):
-        values = [summary["by_category"].get(c, 0.0) for c in categories]
-        ax.bar(x + number * width - 0.4 + width / 2, values, width, label=f"{summary['memory']} ({summary['track']})")
-    ax.set_xticks(x, categories, rotation=35, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("success rate")
-    ax.set_title("Success by FindingDory category")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    for summary in summaries:
-        ax.scatter(summary["memory_bytes"] / 1e6, summary["success_rate"], s=60)
-        ax.annotate(f"{summary['memory']}\n({summary['track']})", (summary["memory_bytes"] / 1e6, summary["success_rate"]), fontsize=8)
-    ax.set_xlabel("memory (MB)")
-    ax.set_ylabel("overall success")
-    ax.set_ylim(0, 1)
-    ax.set_title("Success vs memory size")
+    tracks = list(dict.fromkeys(s["track"] for s in summaries))
+    memories = list(dict.fromkeys(s["memory"] for s in summaries))
+    colors = {m: plt.cm.tab10(i) for i, m in enumerate(memories)}
+    figure, axes = plt.subplots(len(tracks), 1, figsize=(14, 4.2 * len(tracks)), squeeze=False)
+    width = 0.8 / max(1, len(memories))
+    x = np.arange(len(categories) + 1)
+    for ax, track in zip(axes[:, 0], tracks):
+        for number, memory in enumerate(memories):
+            summary = next((s for s in summaries if s["track"] == track and s["memory"] == memory), None)
+            if summary is None:
+                continue
+            values = [summary["by_category"].get(c, 0.0) for c in categories] + [summary["success_rate"]]
+            ax.bar(x + number * width - 0.4 + width / 2, values, width, color=colors[memory], label=f"{memory} ({_percent(summary['success_rate'])})")
+        ax.set_xticks(x, categories + ["ALL"], rotation=25, ha="right")
+        ax.axvline(len(categories) - 0.5, color="#999", linewidth=0.8)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("success rate")
+        ax.set_title(f"{track} track")
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from embodied_mem.eval.runner import RunSpec  # noqa: E402
@@ -43,4 +44,26 @@ def visualize(spec: RunSpec, memory_config: dict, out: Path, save_checkpoint: bo
     plt.close(figure)
     if save_checkpoint:
         memory.save(out / f"{memory.name}-checkpoint")
+    return path
+
+
+def visualize_side_by_side(spec: RunSpec, memory_configs: list[dict], path: Path) -> Path:
+    """Several memories fed the same episode, each drawn over the same floor plan, in one picture."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    episode = EmbeddedEpisode(spec.sim, spec.seed)
+    memories = [build("memory", dict(config)) for config in memory_configs]
+    for obs in tqdm(episode.history(), desc="history", unit="frame", disable=not spec.progress):
+        for memory in memories:
+            memory.observe(obs)
+    figure, axes = plt.subplots(1, len(memories), figsize=(7.5 * len(memories), 6.2))
+    for ax, memory in zip(np.atleast_1d(axes), memories):
+        if hasattr(memory, "flush"):
+            memory.flush()
+        draw_floor_plan(ax, episode.env.world, episode.env.state, labels=False)
+        memory.plot(ax)
+        stats = memory.stats()
+        ax.set_title(f"{memory.name}: {stats.items} items, {stats.bytes / 1e6:.2f} MB after {stats.frames_seen} frames", fontsize=11)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
     return path

@@ -17,6 +17,7 @@ from scipy import ndimage
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from embodied_mem.geometry import grid_graph
 from embodied_mem.sim.embedded.world import Box, World
 
 _NEIGHBOURS = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)]
@@ -74,19 +75,7 @@ class NavigationGrid:
         self.occupied[lo[0] : hi[0], lo[1] : hi[1]] = True
 
     def _build_graph(self) -> csr_matrix:
-        nx, ny = self.spec.shape
-        index = np.arange(nx * ny).reshape(nx, ny)
-        rows, cols, weights = [], [], []
-        for di, dj in _NEIGHBOURS:
-            src = self.navigable[max(0, -di) : nx - max(0, di), max(0, -dj) : ny - max(0, dj)]
-            dst = self.navigable[max(0, di) : nx - max(0, -di), max(0, dj) : ny - max(0, -dj)]
-            both = src & dst
-            a = index[max(0, -di) : nx - max(0, di), max(0, -dj) : ny - max(0, dj)][both]
-            b = index[max(0, di) : nx - max(0, -di), max(0, dj) : ny - max(0, -dj)][both]
-            rows.append(a)
-            cols.append(b)
-            weights.append(np.full(a.shape, self.spec.resolution * math.hypot(di, dj)))
-        return csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))), shape=(nx * ny, nx * ny))
+        return grid_graph(self.navigable, self.spec.resolution)
 
     # ------------------------------------------------------------------ queries
     def is_navigable(self, xy) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from embodied_mem.encoders import build_encoder
+from embodied_mem.geometry import free_space_distance
 from embodied_mem.memory.base import (
     ActionDiary,
     Entity,
@@ -351,6 +352,16 @@ class Snapshots3D:
         pose = self._facing(goal_xy, target) if goal_xy is not None else (frame.pose if frame is not None else None)
         evidence = {"map_object": obj.object_id, "snapshot": snapshot_id, "last_seen": obj.last_seen, "detections": obj.num_detections}
         return Hit(snapshot_id, frame.stamp if frame is not None else obj.last_seen, pose, target, entity_id, score, self.name, evidence)
+
+    def distance_from(self, near: Pose):
+        """Travel distance over this memory's own occupancy map (the paper plans on its TSDF map)."""
+        with self._lock.reading():
+            standable = self._standable() if self.grid.evidence.size else np.zeros((0, 0), bool)
+            if standable.size == 0:
+                return lambda xy: float(np.linalg.norm(np.asarray(xy)[:2] - near.position[:2]))
+            ii, jj = np.meshgrid(np.arange(standable.shape[0]), np.arange(standable.shape[1]), indexing="ij")
+            centers = self.grid.center_of(np.stack([ii, jj], axis=-1))
+            return free_space_distance(standable, centers, self.grid.resolution, near.position)
 
     # ------------------------------------------------------------------ goals
     def _standable(self) -> np.ndarray:
