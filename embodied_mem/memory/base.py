@@ -22,6 +22,7 @@ import json
 import math
 import os
 import threading
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Protocol, runtime_checkable
@@ -57,13 +58,17 @@ class MemorySystem(Protocol):
 class FrameGate:
     """Makes ``observe`` idempotent per frame_id and rejects time going backwards.
 
-    ``admit(obs)`` returns False for a frame already seen (a replay of the same message) and
-    raises ``ValueError`` for a stamp older than the newest one admitted, before the caller
-    has touched its memory, so a bad frame leaves the memory as it was.
+    ``admit(obs)`` returns False for a frame already seen (a re-sent message, a replay that
+    overlaps) and raises ``ValueError`` for a stamp older than the newest one admitted, before
+    the caller has touched its memory, so a bad frame leaves the memory as it was. The ids of
+    the last ``window`` frames are remembered, so the gate's size stays flat over a long life;
+    a frame re-sent after that is refused as out of order.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, window: int = 4096) -> None:
+        self.window = window
         self.seen: set[int] = set()
+        self._order: deque[int] = deque()
         self.last_stamp = -math.inf
         self.frames_seen = 0
 
@@ -80,17 +85,22 @@ class FrameGate:
     def commit(self, obs: Observation) -> None:
         """Mark a frame as stored; call after the memory has taken it."""
         self.seen.add(int(obs.frame_id))
+        self._order.append(int(obs.frame_id))
+        if len(self._order) > self.window:
+            self.seen.discard(self._order.popleft())
         self.last_stamp = obs.stamp
         self.frames_seen += 1
 
     def reset(self) -> None:
-        self.__init__()
+        self.__init__(self.window)
 
     def to_dict(self) -> dict:
-        return {"seen": sorted(self.seen), "last_stamp": self.last_stamp, "frames_seen": self.frames_seen}
+        return {"seen": list(self._order), "last_stamp": self.last_stamp, "frames_seen": self.frames_seen, "window": self.window}
 
     def load_dict(self, data: dict) -> None:
-        self.seen = set(int(i) for i in data["seen"])
+        self.window = int(data.get("window", self.window))
+        self._order = deque(int(i) for i in data["seen"])
+        self.seen = set(self._order)
         self.last_stamp = float(data["last_stamp"])
         self.frames_seen = int(data["frames_seen"])
 

@@ -53,3 +53,37 @@ def test_bad_configuration_is_one_clear_error():
     assert track.returncode == 2 and "track must be one of" in track.stderr
     verb = cli("evaluate")
     assert verb.returncode == 2 and "unknown verb" in verb.stderr
+
+
+@pytest.mark.slow
+def test_compare_writes_one_table_for_every_memory_and_track(tmp_path):
+    docs = tmp_path / "docs" / "results.md"
+    run = cli(
+        "compare", "compare.memories=[frame_bank,subsampled_frames]", "compare.tracks=[oracle,language]",
+        f"compare.docs={docs}", "encoder=gt_hash", f"output_dir={tmp_path}", "run_name=cmp", *SMALL,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    text = docs.read_text()
+    for column in ("frame_bank (oracle)", "subsampled_frames (oracle)", "frame_bank (language)", "subsampled_frames (language)"):
+        assert column in text
+    assert "Produced by `embodied-mem compare" in text and "commit" in text
+    assert (docs.parent / "results.png").stat().st_size > 20_000
+    for folder in ("frame_bank-oracle", "subsampled_frames-language"):
+        summary = json.loads((tmp_path / "cmp" / folder / "summary.json").read_text())
+        assert summary["tasks"] > 30
+    oracle = json.loads((tmp_path / "cmp" / "frame_bank-oracle" / "summary.json").read_text())
+    sampled = json.loads((tmp_path / "cmp" / "subsampled_frames-oracle" / "summary.json").read_text())
+    assert oracle["success_rate"] > sampled["success_rate"]  # 96 frames forget most of what happened
+
+
+@pytest.mark.slow
+def test_viz_draws_the_memory_and_saves_a_loadable_checkpoint(tmp_path):
+    run = cli("viz", "memory=mem4nav", "encoder=gt_hash", f"output_dir={tmp_path}", "run_name=v", *SMALL)
+    assert run.returncode == 0, run.stderr[-2000:]
+    png = (tmp_path / "v" / "mem4nav.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
+    from embodied_mem.registry import build
+
+    memory = build("memory", {"name": "mem4nav", "encoder": "gt_hash"})
+    memory.load(tmp_path / "v" / "mem4nav-checkpoint")
+    assert memory.stats().frames_seen > 100

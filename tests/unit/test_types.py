@@ -94,3 +94,15 @@ def test_frame_gate_is_idempotent_and_rejects_time_going_back():
     with pytest.raises(ValueError, match="out of order"):
         gate.admit(observation(stamp=1.0, frame_id=2))
     assert gate.frames_seen == 1
+
+
+def test_frame_gate_stays_small_over_a_long_life():
+    gate = FrameGate(window=8)
+    for frame_id in range(100):
+        obs = observation(stamp=float(frame_id), frame_id=frame_id)
+        assert gate.admit(obs)
+        gate.commit(obs)
+    assert len(gate.seen) == 8 and gate.frames_seen == 100
+    assert not gate.admit(observation(stamp=99.0, frame_id=99))  # a recent re-send: ignored
+    with pytest.raises(ValueError, match="out of order"):
+        gate.admit(observation(stamp=3.0, frame_id=3))  # re-sent long after: refused
