@@ -30,7 +30,7 @@ from typing import Any, Iterable, Protocol, runtime_checkable
 import numpy as np
 
 from embodied_mem.geometry import transform_points
-from embodied_mem.types import Event, Hit, MemoryStats, Observation, Pose, Query, Recall
+from embodied_mem.types import Event, MemoryStats, Observation, Pose, Query, Recall
 
 CHECKPOINT_FORMAT = "embodied_mem/1"
 
@@ -445,10 +445,6 @@ def trajectory_distance(positions: np.ndarray, origin_xy: np.ndarray, cell: floa
 # ----------------------------------------------------------------------------------------
 # Hits and checkpoints
 # ----------------------------------------------------------------------------------------
-def latency_recall(system: str, hits: list[Hit], started: float, now: float) -> Recall:
-    return Recall(hits=hits, system=system, latency_s=now - started)
-
-
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=1, default=_json_default))
 

@@ -98,9 +98,13 @@ def recall_structured(system: Structured, query: Query) -> list[Hit]:
     """Answer ``query.constraints`` from a system's diary, catalog and locate."""
     goals = validate_constraints(query.constraints)
     catalog = system.catalog()
+    # The free-space distance field is built once per query, and only when a goal asks for "farthest".
+    wants_distance = any((goal.get("select") or {}).get("by") == "farthest" for goal in goals)
+    distance = None
+    if wants_distance and hasattr(system, "distance_from") and query.near is not None:
+        distance = system.distance_from(query.near)
     hits: list[Hit] = []
     for index, spec in enumerate(goals):
-        distance = system.distance_from(query.near) if hasattr(system, "distance_from") and query.near is not None else None
         goal = resolve_goal(index, spec, system.diary, catalog, query.near, distance)
         for rank, hit in enumerate(system.locate(goal, query)[: query.k]):
             hit.evidence["goal_index"] = index
@@ -116,7 +120,7 @@ def resolve_goal(index: int, spec: dict, diary: ActionDiary, catalog: list[Entit
     goal = ResolvedGoal(index, spec["target"], spec=spec)
     uses_interactions = bool(spec.get("select")) and spec["select"]["by"] not in ("farthest",)
     if spec.get("interacted") or spec.get("role") or spec.get("related") or uses_interactions:
-        chosen = _select_interactions(spec, interactions, diary, spec.get("day"))
+        chosen = _select_interactions(spec, interactions)
         goal.entity_ids = _entities_of(spec, chosen)
         select = spec.get("select") or {}
         if select.get("by") == "time" and spec["target"] == "receptacle":
@@ -137,7 +141,7 @@ def resolve_goal(index: int, spec: dict, diary: ActionDiary, catalog: list[Entit
 
 
 # ----------------------------------------------------------------------------------------
-def _select_interactions(spec: dict, interactions: list[Interaction], diary: ActionDiary, day: int | None) -> list[Interaction]:
+def _select_interactions(spec: dict, interactions: list[Interaction]) -> list[Interaction]:
     """The interactions a goal points at (before mapping them to objects or receptacles)."""
     target, role = spec["target"], spec.get("role")
     chosen = list(interactions)
