@@ -252,6 +252,21 @@ def small_system(**overrides) -> Mem4Nav:
     return build("memory", {"name": "mem4nav", "encoder": "gt_hash", **overrides})
 
 
+def test_distance_from_routes_over_the_graph_not_through_walls():
+    memory = small_system(route_ends=1)
+    near = Pose.from_xy_yaw(0.0, 0.0, 0.0)
+    assert memory.distance_from(near)((3.0, 0.0)) == pytest.approx(3.0)  # empty graph: straight line
+    # A U-shaped corridor walked once: (0,0) -> (0,5) -> (3,5) -> (3,0), a wall between the legs.
+    for n, xy in enumerate([(0, 0), (0, 5), (3, 5), (3, 0)]):
+        memory.graph.update(np.eye(memory.dim, dtype=np.float32)[n], np.array([*xy, 0.0]), float(n), 0.0)
+    distance = memory.distance_from(near)
+    assert distance((3.0, 0.0)) == pytest.approx(13.0)  # 5 + 3 + 5 along the edges, not 3
+    assert distance((3.0, 0.5)) == pytest.approx(13.5)  # plus the last leg from the nearest node
+    assert distance((0.0, 1.0)) == pytest.approx(1.0)
+    backwards = memory.distance_from(Pose.from_xy_yaw(3.0, 0.0, 0.0))
+    assert backwards((0.0, 0.0)) == pytest.approx(3.0)  # edges are directed: never walked back
+
+
 def test_multi_level_uses_stm_iff_a_filtered_entry_reaches_tau():
     memory = small_system()
     vectors = unit(np.random.default_rng(12), 6, memory.dim)

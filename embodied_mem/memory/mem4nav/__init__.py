@@ -56,6 +56,13 @@ entity among the leaves within ``locate_radius`` of that leaf (the view quality 
 mask fraction, discounted beyond 2.5 m or 35 degrees off-centre; ``Hit.score`` is that quality),
 or the diary's interaction pose for receptacle goals that have one; entities never seen with
 depth fall back to the diary's interaction / place pose. Room goals use the diary's room stays.
+"Farthest from where you are now" ranks candidates by ``distance_from(near)``: a route over the
+topology graph (Dijkstra from the ``route_ends`` nodes nearest the robot to those nearest the
+candidate, plus the two short end legs; straight line when no route joins them). The graph
+is the paper's routing structure, but its nodes are *semantic* landmarks: in a home 11-12
+nodes cover two days (their positions are running means of far-apart places), so these
+routes are coarse; on 5 episodes they lift Spatial Relationship from 29 % (straight line) to
+64 %, against 79 % for frame_bank, which routes along every pose it kept.
 Language track: ``query.text`` is embedded and run through multi-level retrieval from the
 robot's pose; hits are the retrieved leaves (the leaf's instance best matching the text) or
 graph nodes (a pose at the node, no target), one per object.

@@ -108,6 +108,14 @@ class SemanticGraph:
             return [], float("inf")
         return path, float(length)
 
+    def positions(self) -> np.ndarray:
+        """Node positions as rows (row = node id)."""
+        return np.array([self.position(node) for node in range(len(self))]).reshape(-1, 3)
+
+    def route_lengths(self, sources: list[int]) -> dict[int, dict[int, float]]:
+        """Dijkstra lengths from each source to every node it reaches."""
+        return {source: nx.single_source_dijkstra_path_length(self.graph, source, weight="weight") for source in sources}
+
     def clear(self) -> None:
         self.graph.clear()
         self.descriptors = np.zeros((0, self.dim), dtype=np.float32)

@@ -79,6 +79,7 @@ class Mem4NavConfig:
     stm_radius: float = 3.0  # epsilon (m), on node-relative coordinates
     stm_top_k: int = 3
     stm_threshold: float = 0.7  # tau: best STM cosine needed to skip the LTM
+    route_ends: int = 3  # graph nodes tried at each end of a route (distance_from)
     # long-term memory
     ltm_top_m: int = 3
     ltm_candidates: int = 32  # L2 candidates decoded and re-ranked by cosine
@@ -102,7 +103,7 @@ class Mem4NavConfig:
         for name in ("world_size", "stm_radius", "locate_radius"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("stm_capacity", "stm_top_k", "ltm_top_m", "ltm_candidates", "rt_depth", "rt_heads", "rt_chunks"):
+        for name in ("route_ends", "stm_capacity", "stm_top_k", "ltm_top_m", "ltm_candidates", "rt_depth", "rt_heads", "rt_chunks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.stm_lambda <= 1.0:
@@ -288,6 +289,41 @@ class Mem4Nav:
             stamp = leaf.sightings[instance_id].stamp
             entities.append(Entity(instance_id, kind, category, attributes, leaf.center.copy(), stamp, extent))
         return entities
+
+    def distance_from(self, near: Pose):
+        """Travel distance routed over the topology graph (the paper's Dijkstra routing).
+
+        ``d(xy) = min ||near - p_s|| + D(s, t) + ||p_t - xy||`` over the ``route_ends`` nodes
+        nearest ``near`` (s) and nearest ``xy`` (t), D = Dijkstra over the edge weights. The end
+        legs stay short, so the route, not a straight line through walls, sets the distance.
+        Straight-line distance when the graph is empty or no route joins the two ends.
+        """
+        start = np.asarray(near.position, dtype=np.float64)[:2]
+
+        def straight(xy) -> float:
+            return float(np.linalg.norm(np.asarray(xy, dtype=np.float64)[:2] - start))
+
+        if len(self.graph) < 2:
+            return straight
+        positions = self.graph.positions()[:, :2]
+        ends = min(self.config.route_ends, len(positions))
+        sources = [int(n) for n in np.argsort(np.linalg.norm(positions - start, axis=1))[:ends]]
+        lengths = self.graph.route_lengths(sources)
+        # best[t] = shortest route from near to node t through any source
+        best = np.full(len(positions), np.inf)
+        for source, reached in lengths.items():
+            first_leg = float(np.linalg.norm(positions[source] - start))
+            for node, length in reached.items():
+                best[node] = min(best[node], first_leg + length)
+
+        def routed(xy) -> float:
+            xy = np.asarray(xy, dtype=np.float64)[:2]
+            last_legs = np.linalg.norm(positions - xy, axis=1)
+            targets = np.argsort(last_legs)[:ends]
+            total = float(np.min(best[targets] + last_legs[targets]))
+            return total if np.isfinite(total) else straight(xy)
+
+        return routed
 
     def _latest_leaf(self, instance_id: int) -> Leaf:
         leaves = [self.octree.leaves[code] for code in self.instance_leaves[instance_id]]
