@@ -12,7 +12,7 @@ second, first.", and "yesterday" for the day of the history. With several days, 
 are "2 days ago", "3 days ago" (our extension).
 
 Ground truth is computed here from the simulator's own ``History`` (not from the observation
-stream), as sets: a goal is satisfied by any of its valid entities. ``EXPRESSIBLE`` below lists
+stream), as sets: a goal is satisfied by any of its valid entities. ``NOT_EXPRESSIBLE`` below lists
 what the embedded world cannot express and why.
 """
 
