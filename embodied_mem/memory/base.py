@@ -137,6 +137,14 @@ def describe(category: str, attributes: dict[str, str] | None = None) -> str:
     return " ".join(w for w in words + [category.replace("_", " ")] if w)
 
 
+def view_score(fraction, distance, bearing):
+    """How well a view shows an instance: its mask fraction, x0.3 beyond 2.5 m, x0.3 beyond
+    35 degrees off the heading. Elementwise, so it scores one view or arrays of them."""
+    near = np.where(np.asarray(distance) < 2.5, 1.0, 0.3)
+    centred = np.where(np.asarray(bearing) < math.radians(35), 1.0, 0.3)
+    return np.asarray(fraction) * near * centred
+
+
 def visible_instances(obs: Observation, min_pixels: int = 20) -> list[InstanceView]:
     """Instances in ``obs`` with at least ``min_pixels`` pixels of valid depth.
 

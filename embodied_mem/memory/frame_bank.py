@@ -26,6 +26,7 @@ from embodied_mem.memory.base import (
     load_manifest,
     save_manifest,
     trajectory_distance,
+    view_score,
     visible_instances,
 )
 from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
@@ -299,7 +300,7 @@ class FrameBank:
         offset = index.centroids[rows, :2] - index.positions[frames]
         distance = np.linalg.norm(offset, axis=1)
         bearing = np.abs(np.angle(np.exp(1j * (np.arctan2(offset[:, 1], offset[:, 0]) - index.yaws[frames]))))
-        score = index.fractions[rows] * np.where(distance < 2.5, 1.0, 0.3) * np.where(bearing < np.radians(35), 1.0, 0.3)
+        score = view_score(index.fractions[rows], distance, bearing)
         best = len(score) - 1 - int(np.argmax(score[::-1]))  # ties: the most recent
         frame = self.frames[int(frames[best])]
         agent_pose = frame.pose

@@ -6,7 +6,6 @@ substitution and departure from the paper and its public code.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from embodied_mem.memory.base import (
     load_manifest,
     save_manifest,
     unique_by,
+    view_score,
     visible_instances,
 )
 from embodied_mem.memory.mem4nav.graph import SemanticGraph
@@ -628,9 +628,7 @@ def view_quality(pose: Pose, view: InstanceView) -> float:
     """How well a frame shows an instance: its mask fraction, x0.3 beyond 2.5 m, x0.3 beyond 35 deg
     off the heading (the same measure the frame_bank baseline ranks its frames by)."""
     distance = float(np.linalg.norm(view.centroid[:2] - pose.position[:2]))
-    near = 1.0 if distance < 2.5 else 0.3
-    centred = 1.0 if bearing_in_body(pose, view.centroid) < math.radians(35) else 0.3
-    return view.mask_fraction * near * centred
+    return float(view_score(view.mask_fraction, distance, bearing_in_body(pose, view.centroid)))
 
 
 def _shaped(arrays: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
