@@ -135,7 +135,6 @@ class Snapshots3D:
         self.detector: DetectionFn = detector or ground_truth_detections
         self._lock = ReadWriteLock()
         self._embed_lock = threading.Lock()
-        self._texts: dict[str, np.ndarray] = {}
         self.reset()
 
     # ------------------------------------------------------------------ protocol
@@ -239,17 +238,11 @@ class Snapshots3D:
         return view, detections
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        """Unit text embeddings, cached per string (the same labels come back every frame)."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._texts]
-        if missing:
-            with self._embed_lock:
-                vectors = self.encoder.encode(missing)
-            for text, vector in zip(missing, vectors):
-                norm = float(np.linalg.norm(vector))
-                self._texts[text] = (vector / norm if norm > 0 else vector).astype(np.float32)
+        """Unit text embeddings (the encoders normalise; MiniLM caches per string)."""
         if not texts:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
-        return np.stack([self._texts[t] for t in texts])
+        with self._embed_lock:
+            return np.asarray(self.encoder.encode(texts), dtype=np.float32)
 
     def _integrate(self, obs: Observation, view: ViewPoints, detections: list[ProcessedDetection]) -> None:
         """One step of ``update_scene_graph`` + cleanup + TSDF + ``update_snapshots`` + frontiers."""
