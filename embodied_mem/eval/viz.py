@@ -17,17 +17,26 @@ from embodied_mem.sim.embedded.episode import EmbeddedEpisode  # noqa: E402
 from embodied_mem.sim.embedded.plot import draw_floor_plan, draw_trajectory  # noqa: E402
 
 
+def _lived(spec: RunSpec, memory_configs: list[dict]):
+    """One episode (seed ``spec.seed``) streamed into fresh memories: (episode, memories, last observation)."""
+    episode = EmbeddedEpisode(spec.sim, spec.seed)
+    memories = [build("memory", dict(config)) for config in memory_configs]
+    last = None
+    names = ", ".join(memory.name for memory in memories)
+    for obs in tqdm(episode.history(), desc=f"{names}: history", unit="frame", disable=not spec.progress):
+        for memory in memories:
+            memory.observe(obs)
+        last = obs
+    for memory in memories:
+        if hasattr(memory, "flush"):  # deferred batched work
+            memory.flush()
+    return episode, memories, last
+
+
 def visualize(spec: RunSpec, memory_config: dict, out: Path, save_checkpoint: bool = True) -> Path:
     """Stream one episode (seed ``spec.seed``) into the memory; write ``<name>.png`` (and its checkpoint)."""
     out.mkdir(parents=True, exist_ok=True)
-    episode = EmbeddedEpisode(spec.sim, spec.seed)
-    memory = build("memory", dict(memory_config))
-    last = None
-    for obs in tqdm(episode.history(), desc=f"{memory.name}: history", unit="frame", disable=not spec.progress):
-        memory.observe(obs)
-        last = obs
-    if hasattr(memory, "flush"):
-        memory.flush()
+    episode, (memory,), last = _lived(spec, [memory_config])
     figure, (plan, view) = plt.subplots(1, 2, figsize=(16, 7.5), gridspec_kw={"width_ratios": [2.2, 1]})
     draw_floor_plan(plan, episode.env.world, episode.env.state, labels=True)
     draw_trajectory(plan, [s.pose for s in episode.robot.history.steps])
@@ -50,15 +59,9 @@ def visualize(spec: RunSpec, memory_config: dict, out: Path, save_checkpoint: bo
 def visualize_side_by_side(spec: RunSpec, memory_configs: list[dict], path: Path) -> Path:
     """Several memories fed the same episode, each drawn over the same floor plan, in one picture."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    episode = EmbeddedEpisode(spec.sim, spec.seed)
-    memories = [build("memory", dict(config)) for config in memory_configs]
-    for obs in tqdm(episode.history(), desc="history", unit="frame", disable=not spec.progress):
-        for memory in memories:
-            memory.observe(obs)
+    episode, memories, _ = _lived(spec, memory_configs)
     figure, axes = plt.subplots(1, len(memories), figsize=(7.5 * len(memories), 6.2))
     for ax, memory in zip(np.atleast_1d(axes), memories):
-        if hasattr(memory, "flush"):
-            memory.flush()
         draw_floor_plan(ax, episode.env.world, episode.env.state, labels=False)
         memory.plot(ax)
         stats = memory.stats()

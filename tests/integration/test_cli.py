@@ -87,3 +87,11 @@ def test_viz_draws_the_memory_and_saves_a_loadable_checkpoint(tmp_path):
     memory = build("memory", {"name": "mem4nav", "encoder": "gt_hash"})
     memory.load(tmp_path / "v" / "mem4nav-checkpoint")
     assert memory.stats().frames_seen > 100
+
+
+@pytest.mark.slow
+def test_viz_draws_several_memories_side_by_side(tmp_path):
+    run = cli("viz", "viz.memories=[frame_bank,subsampled_frames]", "encoder=gt_hash", f"output_dir={tmp_path}", "run_name=s", *SMALL)
+    assert run.returncode == 0, run.stderr[-2000:]
+    png = (tmp_path / "s" / "memories.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 50_000
