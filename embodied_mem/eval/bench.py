@@ -65,10 +65,9 @@ def replayed(observations: list[Observation], count: int):
 
 
 def replace_observation(obs: Observation, **changes) -> Observation:
-    values = {k: getattr(obs, k) for k in ("stamp", "frame_id", "rgb", "depth", "pose", "camera", "instances", "labels", "events", "day", "attributes", "room")}
-    values["events"] = [replace(e, stamp=changes.get("stamp", obs.stamp)) for e in obs.events]
-    values.update(changes)
-    return Observation(**values)
+    """A copy of ``obs`` with ``changes`` (validated again); its events move to the new stamp."""
+    events = [replace(e, stamp=changes.get("stamp", obs.stamp)) for e in obs.events]
+    return replace(obs, events=events, **changes)
 
 
 def memory_scaling(names: list[str], counts: list[int], observations, tasks, final_pose, encoder: str | None, progress: bool) -> list[dict]:
