@@ -40,17 +40,18 @@ class Agent:
     def choose(self, recall: Recall, goal_count: int, track: str) -> list[Hit]:
         """The best hit for each goal, in goal order.
 
-        In the language track the memory cannot know how many goals the instruction holds,
-        so the agent takes its single best answer.
+        A memory says which goal a hit serves (``evidence["goal_index"]``, 0 by default), in
+        either track: one that understands a multi-goal instruction can answer every goal. The
+        count is what the memory answered; the harness checks it against the task.
         """
-        if track == "language":
-            return recall.hits[:1]
+        if track not in TRACKS:
+            raise ValueError(f"track must be one of {TRACKS}, got {track!r}")
         best: dict[int, Hit] = {}
         for hit in recall.hits:
             index = hit.goal_index
             if index not in best or hit.score > best[index].score:
                 best[index] = hit
-        return [best[i] for i in range(goal_count) if i in best]
+        return [best[i] for i in sorted(best)]
 
     def stop_pose(self, hit: Hit, navigator, start: Pose) -> Pose | None:
         """Where to stop for a hit: approach its target if it has one, else its agent pose."""

@@ -13,6 +13,7 @@ a config file never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import typing
 import importlib
 from typing import Any, Callable, Mapping
 
@@ -25,6 +26,7 @@ _PROVIDERS = {
         "embodied_mem.memory.frame_bank",
         "embodied_mem.memory.mem4nav",
         "embodied_mem.memory.snapshots3d",
+        "embodied_mem.memory.floors",
     ],
     "encoder": ["embodied_mem.encoders.text", "embodied_mem.encoders.gt_semantics"],
 }
@@ -66,11 +68,18 @@ def config_class(kind: str, name: str) -> type:
 
 def make_config(config_type: type, values: Mapping[str, Any], where: str) -> Any:
     """Build a config dataclass from a mapping, naming any unknown key."""
-    known = {f.name for f in dataclasses.fields(config_type)}
-    unknown = sorted(set(values) - known)
+    fields = {f.name: f for f in dataclasses.fields(config_type)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} for {where}; known keys: {sorted(known)}")
-    return config_type(**dict(values))
+        raise ValueError(f"unknown config key(s) {unknown} for {where}; known keys: {sorted(fields)}")
+    values = dict(values)
+    # Nested config dataclasses (a tracker inside a memory config) come as mappings from YAML.
+    types = typing.get_type_hints(config_type)
+    for name, value in values.items():
+        nested = types.get(name)
+        if dataclasses.is_dataclass(nested) and isinstance(value, Mapping):
+            values[name] = make_config(nested, value, f"{where}.{name}")
+    return config_type(**values)
 
 
 def build(kind: str, values: Mapping[str, Any] | str, **extra: Any) -> Any:

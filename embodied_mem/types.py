@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-EVENT_KINDS = ("pick", "place", "room_entered", "open", "close", "day_start", "day_end")
+EVENT_KINDS = ("grasp", "release", "day_start", "day_end")
+DETECTION_KINDS = ("object", "receptacle")
 
 
 def _vector(name: str, value: Any, size: int) -> np.ndarray:
@@ -151,58 +152,170 @@ class CameraInfo:
         return CameraInfo(**fields)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Event:
-    """Something the robot did or noticed: pick, place, room_entered, ...
+    """Something the robot itself did, as its own body reports it: proprioception only.
 
-    Ids are the simulator's instance ids (the same ids as in ``Observation.instances``).
+    ``grasp`` / ``release``: the gripper closed on / let go of something, with the robot's base
+    pose and the gripper pose at that moment (both ``world_T_frame`` in the same frame as
+    ``Observation.pose``). ``day_start`` / ``day_end``: the robot's own schedule. An event names
+    no entity, category or room: what was grasped and where it was put are the memory's
+    inference from what it perceives.
     """
 
     kind: str
     stamp: float
-    object_id: int | None = None
-    receptacle_id: int | None = None
-    room: str | None = None
-    text: str = ""
+    base_pose: Pose | None = None
+    gripper_pose: Pose | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:
             raise ValueError(f"Event.kind must be one of {EVENT_KINDS}, got {self.kind!r}")
         object.__setattr__(self, "stamp", _finite_number("Event.stamp", self.stamp))
-        for name in ("object_id", "receptacle_id"):
+        for name in ("base_pose", "gripper_pose"):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, (int, np.integer)):
-                raise ValueError(f"Event.{name} must be an int or None, got {value!r}")
-        if not isinstance(self.text, str):
-            raise ValueError(f"Event.text must be a str, got {type(self.text).__name__}")
+            if value is not None and not isinstance(value, Pose):
+                raise ValueError(f"Event.{name} must be a Pose or None, got {type(value).__name__}")
+            if value is None and self.kind in ("grasp", "release"):
+                raise ValueError(f"Event.{name} is required for a {self.kind} event")
 
     def to_dict(self) -> dict:
         return {
             "kind": self.kind,
             "stamp": self.stamp,
-            "object_id": None if self.object_id is None else int(self.object_id),
-            "receptacle_id": None if self.receptacle_id is None else int(self.receptacle_id),
-            "room": self.room,
-            "text": self.text,
+            "base_pose": None if self.base_pose is None else self.base_pose.to_dict(),
+            "gripper_pose": None if self.gripper_pose is None else self.gripper_pose.to_dict(),
         }
 
     @staticmethod
     def from_dict(data: dict) -> "Event":
-        return Event(**data)
+        return Event(
+            data["kind"],
+            data["stamp"],
+            None if data.get("base_pose") is None else Pose.from_dict(data["base_pose"]),
+            None if data.get("gripper_pose") is None else Pose.from_dict(data["gripper_pose"]),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Detection:
+    """One thing a perception module found in one frame: a class-labelled mask.
+
+    ``kind`` is the detector's coarse class group ("object": things the robot can pick up;
+    "receptacle": furniture they rest on). ``attributes`` are the detector's per-frame guesses
+    (colour, material, ...), possibly wrong. ``instance_id`` is a persistent identity and is set
+    only by the ``gt`` perception mode (an upper bound); a real detector gives None, so every
+    memory does its own data association.
+    """
+
+    label: str
+    mask: np.ndarray  # bool HxW
+    score: float = 1.0
+    kind: str = "object"
+    attributes: dict[str, str] = field(default_factory=dict)
+    instance_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.label, str) or not self.label:
+            raise ValueError(f"Detection.label must be a non-empty str, got {self.label!r}")
+        if self.kind not in DETECTION_KINDS:
+            raise ValueError(f"Detection.kind must be one of {DETECTION_KINDS}, got {self.kind!r}")
+        mask = self.mask
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.ndim != 2:
+            raise ValueError(f"Detection.mask must be a 2-D bool array, got {getattr(mask, 'dtype', type(mask).__name__)} {getattr(mask, 'shape', '')}")
+        score = _finite_number("Detection.score", self.score)
+        if not 0.0 <= score <= 1.0:
+            raise ValueError(f"Detection.score must be in [0, 1], got {score}")
+        object.__setattr__(self, "score", score)
+        if not isinstance(self.attributes, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in self.attributes.items()):
+            raise ValueError(f"Detection.attributes must map str to str, got {self.attributes!r}")
+        if self.instance_id is not None and (not isinstance(self.instance_id, (int, np.integer)) or self.instance_id <= 0):
+            raise ValueError(f"Detection.instance_id must be a positive int or None, got {self.instance_id!r}")
+
+
+@dataclass(frozen=True)
+class Region:
+    """A named region of a floor plan: a polygon in the world's x, y plane."""
+
+    name: str
+    polygon: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Region.name must be a non-empty str, got {self.name!r}")
+        points = np.asarray(self.polygon, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3 or not np.all(np.isfinite(points)):
+            raise ValueError(f"Region.polygon of {self.name!r} must be 3 or more finite (x, y) points")
+        object.__setattr__(self, "polygon", tuple(map(tuple, points.tolist())))
+
+    def contains(self, x: float, y: float) -> bool:
+        """Even-odd rule; points on the lower / left edges count as inside."""
+        inside = False
+        points = self.polygon
+        for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1]):
+            if (y0 <= y) != (y1 <= y):
+                if x < x0 + (y - y0) * (x1 - x0) / (y1 - y0):
+                    inside = not inside
+        return inside
+
+    def center(self) -> np.ndarray:
+        return np.asarray(self.polygon).mean(axis=0)
+
+
+@dataclass(frozen=True)
+class FloorPlan:
+    """The map a robot is deployed with: named regions (rooms). Rooms come from here, never
+    from a per-frame label."""
+
+    regions: tuple[Region, ...]
+
+    def __post_init__(self) -> None:
+        regions = tuple(self.regions)
+        if not all(isinstance(r, Region) for r in regions):
+            raise ValueError("FloorPlan.regions must hold Region objects")
+        names = [r.name for r in regions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"FloorPlan region names must be unique, got {names}")
+        object.__setattr__(self, "regions", regions)
+
+    def room_at(self, xy) -> str | None:
+        x, y = float(xy[0]), float(xy[1])
+        for region in self.regions:
+            if region.contains(x, y):
+                return region.name
+        return None
+
+    def region(self, name: str) -> Region | None:
+        return next((r for r in self.regions if r.name == name), None)
+
+    def names(self) -> list[str]:
+        return [r.name for r in self.regions]
+
+    def to_dict(self) -> dict:
+        return {"regions": [{"name": r.name, "polygon": [list(p) for p in r.polygon]} for r in self.regions]}
+
+    @staticmethod
+    def from_dict(data: dict) -> "FloorPlan":
+        return FloorPlan(tuple(Region(r["name"], tuple(map(tuple, r["polygon"]))) for r in data["regions"]))
 
 
 @dataclass(eq=False)
 class Observation:
-    """One time step of the robot: camera images, pose, semantics and events.
+    """One time step of the robot: what its sensors and its own body report, nothing more.
 
     - ``rgb``: uint8 HxWx3; ``depth``: float32 HxW in metres along the optical axis, where 0,
       NaN or inf mean "no return" (as in a ROS 32FC1 depth image); negative depth is an error.
-    - ``pose``: ``world_T_body``; ``camera``: intrinsics and ``body_T_camera``.
-    - ``instances``: int32 HxW instance ids (0 = background / structure) or None.
-    - ``labels``: ``{instance id: category}`` for ids that appear in ``instances``.
-    - ``attributes``: ``{instance id: {"kind": "object" | "receptacle", "color": ..., ...}}``,
-      the simulator's ground-truth semantics; empty where a real detector gives none.
-    - ``room``: the region the robot is in when the simulator knows it (None otherwise).
+    - ``pose``: ``world_T_body`` as the robot's localisation reports it (with its drift);
+      ``camera``: intrinsics and ``body_T_camera``.
+    - ``detections``: what the perception module found in this frame (class-labelled masks, no
+      persistent ids except in the ``gt`` upper-bound mode).
+    - ``events``: the robot's own grasp / release (with base and gripper pose) and schedule.
+    - ``day``: the robot's own calendar day.
+
+    No entity id, category, attribute or room label comes with a frame or an event: rooms come
+    from the ``FloorPlan`` a robot is deployed with, entities from the memory's own association.
+    ``validate()`` runs on construction and again where a memory takes the frame, so a field
+    changed after construction is caught before it is stored.
     """
 
     stamp: float
@@ -211,27 +324,37 @@ class Observation:
     depth: np.ndarray
     pose: Pose
     camera: CameraInfo
-    instances: np.ndarray | None = None
-    labels: dict[int, str] = field(default_factory=dict)
+    detections: list[Detection] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     day: int = 0
-    attributes: dict[int, dict[str, str]] = field(default_factory=dict)
-    room: str | None = None
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; ``ValueError`` names the first bad one."""
         self.stamp = _finite_number("Observation.stamp", self.stamp)
-        if not isinstance(self.frame_id, (int, np.integer)) or self.frame_id < 0:
+        if isinstance(self.frame_id, bool) or not isinstance(self.frame_id, (int, np.integer)) or self.frame_id < 0:
             raise ValueError(f"Observation.frame_id must be a non-negative int, got {self.frame_id!r}")
-        if not isinstance(self.day, (int, np.integer)) or self.day < 0:
+        if isinstance(self.day, bool) or not isinstance(self.day, (int, np.integer)) or self.day < 0:
             raise ValueError(f"Observation.day must be a non-negative int, got {self.day!r}")
         if not isinstance(self.pose, Pose):
             raise ValueError(f"Observation.pose must be a Pose, got {type(self.pose).__name__}")
         if not isinstance(self.camera, CameraInfo):
             raise ValueError(f"Observation.camera must be a CameraInfo, got {type(self.camera).__name__}")
         self._check_images()
-        for event in self.events:
+        if not isinstance(self.detections, list):
+            raise ValueError(f"Observation.detections must be a list, got {type(self.detections).__name__}")
+        for index, detection in enumerate(self.detections):
+            if not isinstance(detection, Detection):
+                raise ValueError(f"Observation.detections[{index}] must be a Detection, got {type(detection).__name__}")
+            if detection.mask.shape != self.rgb.shape[:2]:
+                raise ValueError(f"Observation.detections[{index}].mask shape {detection.mask.shape} does not match rgb {self.rgb.shape[:2]}")
+        if not isinstance(self.events, list):
+            raise ValueError(f"Observation.events must be a list, got {type(self.events).__name__}")
+        for index, event in enumerate(self.events):
             if not isinstance(event, Event):
-                raise ValueError(f"Observation.events must hold Event objects, got {type(event).__name__}")
+                raise ValueError(f"Observation.events[{index}] must be an Event, got {type(event).__name__}")
 
     def _check_images(self) -> None:
         rgb, depth = self.rgb, self.depth
@@ -248,14 +371,6 @@ class Observation:
         expected = (self.camera.height, self.camera.width)
         if rgb.shape[:2] != expected:
             raise ValueError(f"Observation.rgb is {rgb.shape[:2]} but camera says {expected} (height, width)")
-        if self.instances is not None:
-            instances = self.instances
-            if not isinstance(instances, np.ndarray) or instances.dtype != np.int32:
-                raise ValueError(
-                    f"Observation.instances must be an int32 array, got {getattr(instances, 'dtype', type(instances).__name__)}"
-                )
-            if instances.shape != rgb.shape[:2]:
-                raise ValueError(f"Observation.instances shape {instances.shape} does not match rgb {rgb.shape[:2]}")
 
     @property
     def world_T_camera(self) -> Pose:

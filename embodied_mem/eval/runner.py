@@ -4,12 +4,20 @@ For each episode the history is rendered once and fed to every memory under test
 observe() timed on its own), so systems compared in one run see exactly the same frames. Then,
 per memory and per track, each task goes: recall -> goals -> drive -> FindingDory's success.
 
-- high-level success (``high_level_accuracy``): FindingDory's HL check, the robot teleported to
-  each chosen hit's ``agent_pose`` in turn (the pose of the remembered frame, or the memory's
-  own navigation goal), then the goal predicates.
-- success: the oracle navigator drives from where the history ended to the agent's stop for
-  each hit (an approach of ``target_xyz`` when the hit has one), and the predicates are checked
-  where it actually stopped. SPL weighs success by shortest / travelled path.
+- high-level success (``high_level_accuracy``): FindingDory's HL check. The memory answers with
+  **frame ids of the history**, one per goal; the robot is teleported to each named frame's
+  true pose in turn and the goal predicates are checked. A missing or invalid id, or a wrong
+  number of answers, fails. Its ablations are reported beside it: ``dtg`` (visibility threshold
+  0) and ``sem_cov`` (distance threshold 10000).
+- success (low level): the oracle navigator drives from where the history ended to the agent's
+  stop for each hit (an approach of ``target_xyz`` when the hit has one), at most
+  ``LOW_LEVEL_MAX_STEPS`` actions in all (FindingDory's ``low_level_policy_max_steps``); a
+  single-goal task's goal is checked after every action, a multi-goal task's at each stop with
+  FindingDory's sequential rules. SPL weighs success by shortest / travelled path.
+
+Every memory also gets the floor plan the robot is deployed with (``set_floor_plan``), and
+nothing else from the simulator: the observations carry what the robot perceives in the
+configured perception mode (``detector``, or ``gt`` as an upper bound), named on every result.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from embodied_mem.agent import Agent, AgentConfig
 from embodied_mem.registry import build
 from embodied_mem.sim.embedded.episode import EmbeddedEpisode, EmbeddedSimConfig
 from embodied_mem.sim.tasks.generator import Task, TaskConfig
-from embodied_mem.sim.tasks.success import evaluate_stops, spl
+from embodied_mem.sim.tasks.success import DTG, SEM_COV, evaluate_stops, goal_satisfied, spl
+
+LOW_LEVEL_MAX_STEPS = 1000  # FindingDory: low_level_policy_max_steps
 
 
 @dataclass
@@ -53,11 +63,15 @@ class TaskResult:
     category: str
     instruction: str
     goals: int
+    perception: str
     success: bool
     high_level_success: bool
+    high_level_dtg: bool
+    high_level_sem_cov: bool
     spl: float
     recall_ms: float
     hits: int
+    steps: int
     travelled_m: float
     shortest_m: float
 
@@ -96,6 +110,9 @@ def run(spec: RunSpec, on_episode: Callable[[int], None] | None = None) -> dict[
         seed = spec.seed + index
         episode = EmbeddedEpisode(spec.sim, seed)
         systems = {label: build("memory", dict(config)) for label, config in zip(labels, spec.memories)}
+        for system in systems.values():
+            if hasattr(system, "set_floor_plan"):
+                system.set_floor_plan(episode.floor_plan())
         ingests = ingest(episode, systems, spec, index)
         tasks = episode.tasks(spec.tasks)
         for label, system in systems.items():
@@ -116,6 +133,7 @@ def ingest(episode: EmbeddedEpisode, systems: dict, spec: RunSpec, index: int) -
     frames = 0
     for obs in bar:
         frames += 1
+        episode.believed_pose = obs.pose  # where the robot thinks it is when the tasks start
         for label, system in systems.items():
             started = time.perf_counter()
             system.observe(obs)
@@ -139,22 +157,38 @@ def ingest(episode: EmbeddedEpisode, systems: dict, spec: RunSpec, index: int) -
 def run_task(episode: EmbeddedEpisode, system, agent: Agent, task: Task, track: str, index: int, seed: int, label: str) -> TaskResult:
     episode.reset_to_start()
     start = episode.final_pose
-    query = agent.make_query(task.instruction, task.constraints, track, start)
+    # The memory is asked from where the robot believes it is (its localisation may drift).
+    query = agent.make_query(task.instruction, task.constraints, track, getattr(episode, "believed_pose", start))
     started = time.perf_counter()
     recall = system.recall(query)
     recall_ms = (time.perf_counter() - started) * 1000.0
     hits = agent.choose(recall, len(task.goals), track)
     oracle = episode.oracle
-    views = [h.agent_pose for h in hits]
-    high_level = bool(hits) and all(v is not None for v in views) and evaluate_stops(oracle, task.goals, task.ordered, views)
-    stops, travelled = [], 0.0
+
+    # High level: the named history frames, at their true poses.
+    views = [episode.frame_pose(h.frame_id) for h in hits]
+    answered = len(hits) == len(task.goals) and all(v is not None for v in views)
+
+    def high_level(thresholds) -> bool:
+        return answered and evaluate_stops(oracle, task.goals, task.ordered, views, thresholds=thresholds)
+
+    # Low level: drive, within FindingDory's step budget.
+    single = len(task.goals) == 1
+    check = (lambda pose: goal_satisfied(oracle, task.goals[0], pose)) if single else None
+    stops, travelled, steps, reached = [], 0.0, 0, False
     for hit in hits:
         goal = agent.stop_pose(hit, episode.navigator, episode.env.pose)
-        if goal is None:
+        if goal is None or steps >= LOW_LEVEL_MAX_STEPS:
             break
-        travelled += episode.drive_blind(goal)
+        metres, used, reached = episode.navigator.drive_budget(goal, LOW_LEVEL_MAX_STEPS - steps, check)
+        travelled, steps = travelled + metres, steps + used
         stops.append(episode.env.pose)
-    success = bool(stops) and len(stops) == len(hits) and evaluate_stops(oracle, task.goals, task.ordered, stops)
+        if reached:
+            break
+    if single:
+        success = reached or (bool(stops) and goal_satisfied(oracle, task.goals[0], stops[-1]))
+    else:
+        success = bool(stops) and len(stops) == len(hits) and evaluate_stops(oracle, task.goals, task.ordered, stops)
     shortest = episode.shortest_path(start, task.goals, task.ordered)
     return TaskResult(
         episode=index,
@@ -166,11 +200,15 @@ def run_task(episode: EmbeddedEpisode, system, agent: Agent, task: Task, track: 
         category=task.category,
         instruction=task.instruction,
         goals=len(task.goals),
+        perception=episode.perception,
         success=bool(success),
-        high_level_success=bool(high_level),
+        high_level_success=bool(high_level(None)),
+        high_level_dtg=bool(high_level(DTG)),
+        high_level_sem_cov=bool(high_level(SEM_COV)),
         spl=spl(bool(success), shortest, travelled if math.isfinite(travelled) else math.inf),
         recall_ms=recall_ms,
         hits=len(recall.hits),
+        steps=steps,
         travelled_m=travelled,
         shortest_m=shortest,
     )
@@ -191,11 +229,15 @@ def summarize(result: RunResult, spec: RunSpec, config: dict) -> dict:
     return {
         "memory": result.memory,
         "sim": "embedded",
+        "perception": spec.sim.perception.mode,
+        "upper_bound": spec.sim.perception.mode == "gt",
         "track": result.track,
         "episodes": spec.episodes,
         "tasks": len(tasks),
         "success_rate": rate(tasks),
         "high_level_accuracy": rate(tasks, "high_level_success"),
+        "high_level_dtg": rate(tasks, "high_level_dtg"),
+        "high_level_sem_cov": rate(tasks, "high_level_sem_cov"),
         "by_category": {c: rate([t for t in tasks if t.category == c]) for c in categories},
         "by_high_level_category": {c: rate([t for t in tasks if t.high_level_category == c]) for c in high_levels},
         "high_level_by_category": {c: rate([t for t in tasks if t.category == c], "high_level_success") for c in categories},

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Protocol, runtime_checkable
 import numpy as np
 
 from embodied_mem.geometry import transform_points
-from embodied_mem.types import Event, MemoryStats, Observation, Pose, Query, Recall
+from embodied_mem.types import FloorPlan, MemoryStats, Observation, Pose, Query, Recall
 
 CHECKPOINT_FORMAT = "embodied_mem/1"
 
@@ -110,20 +110,19 @@ class FrameGate:
 # ----------------------------------------------------------------------------------------
 @dataclass
 class InstanceView:
-    """One instance as seen in one frame: its pixels' 3D centroid and extent."""
+    """One detection as seen in one frame: its pixels' 3D centroid and extent, in the memory's
+    world frame. ``instance_id`` is the simulator's identity, set only in ``gt`` perception."""
 
-    instance_id: int
+    instance_id: int | None
     category: str
     attributes: dict[str, str]
+    kind: str
+    score: float
     pixels: int
     centroid: np.ndarray  # world xyz
     extent_min: np.ndarray
     extent_max: np.ndarray
     mask_fraction: float  # pixels / image pixels (FindingDory's visibility measure)
-
-    @property
-    def kind(self) -> str:
-        return self.attributes.get("kind", "object")
 
     @property
     def description(self) -> str:
@@ -146,41 +145,39 @@ def view_score(fraction, distance, bearing):
 
 
 def visible_instances(obs: Observation, min_pixels: int = 20) -> list[InstanceView]:
-    """Instances in ``obs`` with at least ``min_pixels`` pixels of valid depth.
+    """The frame's detections with at least ``min_pixels`` pixels of valid depth, placed in 3D.
 
-    Instances without depth (a depth image of zeros, say) are skipped: without depth there is
+    Detections without depth (a depth image of zeros, say) are skipped: without depth there is
     no position to remember.
     """
-    if obs.instances is None:
+    if not obs.detections:
         return []
-    valid = obs.valid_depth() & (obs.instances > 0)
-    if not np.any(valid):
-        return []
-    ids = obs.instances[valid]
-    counts = np.bincount(ids)
-    wanted = np.nonzero(counts >= min_pixels)[0]
-    if wanted.size == 0:
-        return []
-    rows, cols = np.nonzero(valid)
+    valid = obs.valid_depth()
     camera = obs.camera
-    z = obs.depth[rows, cols].astype(np.float64)
-    points = np.stack([(cols + 0.5 - camera.cx) / camera.fx * z, (rows + 0.5 - camera.cy) / camera.fy * z, z], axis=-1)
-    world = transform_points(obs.world_T_camera.matrix(), points)
-    image_pixels = float(obs.instances.size)
+    world_T_camera = obs.world_T_camera.matrix()
+    image_pixels = float(valid.size)
     views = []
-    for instance_id in wanted.tolist():
-        selected = world[ids == instance_id]
-        attributes = dict(obs.attributes.get(instance_id, {}))
+    for detection in obs.detections:
+        rows, cols = np.nonzero(detection.mask & valid)
+        if rows.size < min_pixels:
+            continue
+        z = obs.depth[rows, cols].astype(np.float64)
+        points = np.stack([(cols + 0.5 - camera.cx) / camera.fx * z, (rows + 0.5 - camera.cy) / camera.fy * z, z], axis=-1)
+        world = transform_points(world_T_camera, points)
+        attributes = dict(detection.attributes)
+        attributes["kind"] = detection.kind
         views.append(
             InstanceView(
-                instance_id=int(instance_id),
-                category=obs.labels.get(instance_id, "unknown"),
+                instance_id=None if detection.instance_id is None else int(detection.instance_id),
+                category=detection.label,
                 attributes=attributes,
-                pixels=int(counts[instance_id]),
-                centroid=selected.mean(axis=0),
-                extent_min=selected.min(axis=0),
-                extent_max=selected.max(axis=0),
-                mask_fraction=float(counts[instance_id]) / image_pixels,
+                kind=detection.kind,
+                score=float(detection.score),
+                pixels=int(rows.size),
+                centroid=world.mean(axis=0),
+                extent_min=world.min(axis=0),
+                extent_max=world.max(axis=0),
+                mask_fraction=float(rows.size) / image_pixels,
             )
         )
     return views
@@ -191,7 +188,12 @@ def visible_instances(obs: Observation, min_pixels: int = 20) -> list[InstanceVi
 # ----------------------------------------------------------------------------------------
 @dataclass
 class DiaryEntry:
-    """One event with the robot's pose at the time and the descriptions of what it touched."""
+    """One grasp ("pick") or release ("place") as the memory understood it.
+
+    ``object_id`` / ``receptacle_id`` are the memory's own entity ids (its inference of what was
+    grasped, and of the surface under the gripper), or None where it could not tell; categories
+    and attributes are what the memory believed of them at the time.
+    """
 
     kind: str
     stamp: float
@@ -242,65 +244,63 @@ class RoomStay:
 
 
 class ActionDiary:
-    """The robot's log of its own actions: pick / place events and where it spent its time.
+    """The robot's log of its own actions, as the memory perceived them.
 
-    This is proprioception, not perception: a robot knows what it grasped and which room its
-    map says it is in. It holds a few entries per interaction, so every memory system keeps
-    one; where things are *now* and how to see them is each system's own business.
+    Grasps and releases come from proprioception (``Event``: a stamp, the base and gripper
+    pose); what was grasped and where it went are the memory's own inferences (its entity ids
+    and beliefs), handed in by the system. Rooms come from the floor plan the robot was given
+    (``set_floor_plan``) at the robot's own pose; without one, the diary knows no rooms.
     """
 
     def __init__(self) -> None:
+        self.floor_plan: FloorPlan | None = None
+        self._clear()
+
+    def _clear(self) -> None:
         self.entries: list[DiaryEntry] = []
         self.stays: list[RoomStay] = []
         self._stay_poses: list[tuple[float, Pose, int]] = []
         self.last_pose: Pose | None = None
         self.last_stamp: float | None = None
 
-    def record(self, obs: Observation) -> None:
-        self.record_parts(obs.frame_id, obs.stamp, obs.day, obs.pose, obs.room, obs.events, obs.labels, obs.attributes)
+    def set_floor_plan(self, plan: FloorPlan | None) -> None:
+        if plan is not None and not isinstance(plan, FloorPlan):
+            raise ValueError(f"floor plan must be a FloorPlan or None, got {type(plan).__name__}")
+        self.floor_plan = plan
 
-    def record_parts(
-        self,
-        frame_id: int,
-        stamp: float,
-        day: int,
-        pose: Pose,
-        room: str | None,
-        events: list[Event],
-        labels: dict[int, str],
-        attributes: dict[int, dict[str, str]],
-    ) -> None:
-        """Record one frame's worth of diary: its pose, room and pick / place events."""
+    def room_at(self, pose: Pose) -> str | None:
+        return None if self.floor_plan is None else self.floor_plan.room_at(pose.position[:2])
+
+    def record(self, frame_id: int, stamp: float, day: int, pose: Pose, inferences: Iterable, label_of) -> None:
+        """One frame: where the robot was, and what its grasps / releases were about.
+
+        ``inferences`` are ``EventInference``s (kind, stamp, object_id, receptacle_id);
+        ``label_of(entity_id) -> (category, attributes)`` is the memory's belief of an entity.
+        """
         self.last_pose, self.last_stamp = pose, stamp
-        for event in events:
-            if event.kind == "room_entered" and event.room:
-                room = event.room
+        room = self.room_at(pose)
         self._track_room(frame_id, stamp, day, pose, room)
-
-        def label(instance_id: int | None) -> tuple[str | None, dict[str, str]]:
-            if instance_id is None:
-                return None, {}
-            return labels.get(instance_id), dict(attributes.get(instance_id, {}))
-
-        for event in events:
-            if event.kind not in ("pick", "place"):
+        for inference in inferences:
+            if inference is None:
                 continue
-            object_category, object_attributes = label(event.object_id)
-            receptacle_category, receptacle_attributes = label(event.receptacle_id)
+            object_category, object_attributes = label_of(inference.object_id) if inference.object_id is not None else (None, {})
+            receptacle_category, receptacle_attributes = (
+                label_of(inference.receptacle_id) if inference.receptacle_id is not None else (None, {})
+            )
             self.entries.append(
                 DiaryEntry(
-                    kind=event.kind,
-                    stamp=event.stamp,
+                    kind="pick" if inference.kind == "grasp" else "place",
+                    stamp=inference.stamp,
                     day=day,
                     frame_id=frame_id,
                     pose=pose,
-                    object_id=event.object_id,
+                    object_id=inference.object_id,
                     object_category=object_category,
-                    object_attributes=object_attributes,
-                    receptacle_id=event.receptacle_id,
+                    object_attributes=dict(object_attributes),
+                    receptacle_id=inference.receptacle_id,
                     receptacle_category=receptacle_category,
-                    receptacle_attributes=receptacle_attributes,
-                    room=event.room or room,
+                    receptacle_attributes=dict(receptacle_attributes),
+                    room=room,
                 )
             )
 
@@ -318,24 +318,27 @@ class ActionDiary:
         self._stay_poses = [(stamp, pose, frame_id)]
 
     def interactions(self, day: int | None = None) -> list["Interaction"]:
-        """Pick -> place pairs in order, optionally of one day."""
+        """Pick -> place pairs in order, optionally of one day.
+
+        The robot carries one thing at a time, so a place closes the last open pick (whatever
+        the memory thought either was about).
+        """
         found: list[Interaction] = []
-        open_picks: dict[int, DiaryEntry] = {}
+        open_pick: DiaryEntry | None = None
         for entry in self.entries:
-            if day is not None and entry.day != day:
-                continue
-            if entry.kind == "pick" and entry.object_id is not None:
-                open_picks[entry.object_id] = entry
-            elif entry.kind == "place" and entry.object_id in open_picks:
-                found.append(Interaction(open_picks.pop(entry.object_id), entry))
-        found.sort(key=lambda interaction: interaction.pick.stamp)
+            if entry.kind == "pick":
+                open_pick = entry
+            elif entry.kind == "place" and open_pick is not None:
+                if day is None or open_pick.day == day:
+                    found.append(Interaction(open_pick, entry))
+                open_pick = None
         return found
 
     def days(self) -> list[int]:
         return sorted({stay.day for stay in self.stays} | {entry.day for entry in self.entries})
 
     def reset(self) -> None:
-        self.__init__()
+        self._clear()
 
     def to_dict(self) -> dict:
         return {
@@ -343,6 +346,7 @@ class ActionDiary:
             "stays": [stay.to_dict() for stay in self.stays],
             "last_pose": None if self.last_pose is None else self.last_pose.to_dict(),
             "last_stamp": self.last_stamp,
+            "floor_plan": None if self.floor_plan is None else self.floor_plan.to_dict(),
         }
 
     def load_dict(self, data: dict) -> None:
@@ -351,6 +355,8 @@ class ActionDiary:
         self._stay_poses = [(s.end, s.pose, s.frame_id) for s in self.stays[-1:]]
         self.last_pose = None if data["last_pose"] is None else Pose.from_dict(data["last_pose"])
         self.last_stamp = data["last_stamp"]
+        plan = data.get("floor_plan")
+        self.floor_plan = None if plan is None else FloorPlan.from_dict(plan)
 
 
 @dataclass
@@ -361,8 +367,10 @@ class Interaction:
     place: DiaryEntry
 
     @property
-    def object_id(self) -> int:
-        return int(self.pick.object_id)
+    def object_id(self) -> int | None:
+        """The memory's id of the thing moved (from the pick, else the place), or None."""
+        value = self.pick.object_id if self.pick.object_id is not None else self.place.object_id
+        return None if value is None else int(value)
 
     @property
     def duration(self) -> float:

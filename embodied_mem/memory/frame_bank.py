@@ -1,24 +1,33 @@
 """Baselines: keep every frame (``frame_bank``), or a fixed number of uniformly spaced frames
 (``subsampled_frames``, as FindingDory's VLM baselines see 96 frames of the video).
 
-A stored frame is its pose, time, room, events, a caption embedding, and for each visible
-instance its pixel count and 3D centroid (not the images: 10k frames of 320x240 RGB-D would
-be 8 GB). Recall is an exact scan. These are the yardsticks every other system is measured
+A stored frame is its pose, time, room (from the floor plan), events, a caption embedding, and
+for each detection its label, attributes, pixel count and 3D centroid (not the images: 10k
+frames of 320x240 RGB-D would be 8 GB). Detections carry no identity, so the frames are tied
+together by the shared ``EntityTracker`` (``memory/association.py``): the ids a frame names are
+the memory's own tracks, and its diary says what the tracker inferred each grasp and release
+was about. Recall is an exact scan. These are the yardsticks every other system is measured
 against in the same run.
+
+``subsampled_frames`` keeps 96 frames and knows only what they show: its tracks and diary are
+rebuilt from the kept frames alone (a grasp in a dropped frame is forgotten), as FindingDory's
+VLMs see only the 96 frames they are given.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from embodied_mem.encoders import build_encoder
+from embodied_mem.memory.association import EntityTracker, TrackerConfig
 from embodied_mem.memory.base import (
     ActionDiary,
+    InstanceView,
     Entity,
     FrameGate,
     ReadWriteLock,
@@ -31,7 +40,7 @@ from embodied_mem.memory.base import (
 )
 from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
 from embodied_mem.registry import register
-from embodied_mem.types import Event, Hit, MemoryStats, Observation, Pose, Query, Recall
+from embodied_mem.types import Event, FloorPlan, Hit, MemoryStats, Observation, Pose, Query, Recall
 
 CAPTION_OBJECTS = 8  # instances named in a frame caption, largest first
 EMBED_BATCH = 64  # frames are embedded in batches: one at a time costs MiniLM several times more
@@ -43,6 +52,7 @@ class FrameBankConfig:
 
     encoder: str = "minilm"
     min_pixels: int = 20
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
 
 @dataclass
@@ -52,6 +62,7 @@ class SubsampledFramesConfig:
     encoder: str = "minilm"
     min_pixels: int = 20
     max_frames: int = 96
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
 
 @dataclass
@@ -63,18 +74,40 @@ class FrameRecord:
     room: str | None
     caption: str
     embedding: np.ndarray | None  # None until its batch is embedded
-    parts: list[str]  # what the embedding averages: room, instance descriptions, events
-    instance_ids: np.ndarray  # int32 (n,)
+    parts: list[str]  # what the embedding averages: room, detection descriptions
+    instance_ids: np.ndarray  # int32 (n,): the memory's track id of each detection
     pixels: np.ndarray  # int32 (n,)
     centroids: np.ndarray  # float32 (n, 3)
     extents: np.ndarray  # float32 (n, 6): min xyz, max xyz of the visible part
     fractions: np.ndarray  # float32 (n,)
+    labels: list[str] = field(default_factory=list)  # the detector's label of each detection
+    attributes: list[dict[str, str]] = field(default_factory=list)  # its attributes, "kind" included
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    gt_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # gt perception only, else -1
     events: list[Event] = field(default_factory=list)
-    event_labels: dict[int, tuple[str, dict[str, str]]] = field(default_factory=dict)
 
     def nbytes(self) -> int:
-        arrays = (self.instance_ids, self.pixels, self.centroids, self.extents, self.fractions)
-        return sum(a.nbytes for a in arrays) + 4 * 384 + 8 * 12 + len(self.caption) + 64 * len(self.events)
+        arrays = (self.instance_ids, self.pixels, self.centroids, self.extents, self.fractions, self.scores, self.gt_ids)
+        text = len(self.caption) + sum(len(label) + 16 * len(a) for label, a in zip(self.labels, self.attributes))
+        return sum(a.nbytes for a in arrays) + 4 * 384 + 8 * 12 + text + 120 * len(self.events)
+
+    def views(self) -> list[InstanceView]:
+        """The stored detections as views (for re-running association over kept frames)."""
+        return [
+            InstanceView(
+                None if self.gt_ids[n] < 0 else int(self.gt_ids[n]),
+                self.labels[n],
+                self.attributes[n],
+                self.attributes[n].get("kind", "object"),
+                float(self.scores[n]),
+                int(self.pixels[n]),
+                self.centroids[n].astype(np.float64),
+                self.extents[n, :3].astype(np.float64),
+                self.extents[n, 3:].astype(np.float64),
+                float(self.fractions[n]),
+            )
+            for n in range(len(self.labels))
+        ]
 
 
 @dataclass
@@ -89,6 +122,7 @@ class Sightings:
     fractions: np.ndarray  # (M,)
     positions: np.ndarray  # (F, 2) robot x, y per frame
     yaws: np.ndarray  # (F,)
+    stamps: np.ndarray  # (F,)
     groups: dict[int, np.ndarray]
 
     @staticmethod
@@ -108,6 +142,7 @@ class Sightings:
             fractions=np.concatenate([f.fractions for f in frames] or [np.zeros(0, np.float32)]).astype(np.float64),
             positions=np.array([f.pose.position[:2] for f in frames]).reshape(-1, 2),
             yaws=np.array([f.pose.yaw for f in frames]),
+            stamps=np.array([f.stamp for f in frames]),
             groups=groups,
         )
 
@@ -128,18 +163,26 @@ class FrameBank:
 
     # ------------------------------------------------------------------ protocol
     def reset(self) -> None:
+        plan = getattr(self, "_diary", None) and self._diary.floor_plan  # the map outlives a reset
         self.gate = FrameGate()
         self.frames: list[FrameRecord] = []
-        self.labels: dict[int, tuple[str, dict[str, str]]] = {}
+        self.tracker = EntityTracker(self.config.tracker)
         self._diary = ActionDiary()
-        self._diary_dirty = False
+        self._diary.set_floor_plan(plan or None)
+        self._dirty = False  # subsampling: tracks and diary to rebuild from the kept frames
         self._stride = 1  # subsampling: keep stream index % stride == 0
         self._stream_index: dict[int, int] = {}
         self._matrix: np.ndarray | None = None
         self._pending: list[FrameRecord] = []
         self._index: Sightings | None = None
 
+    def set_floor_plan(self, plan: FloorPlan | None) -> None:
+        """The map the robot is deployed with: rooms for the diary and the captions."""
+        with self._lock.writing():
+            self._diary.set_floor_plan(plan)
+
     def observe(self, obs: Observation) -> None:
+        obs.validate()  # fields may have changed since construction
         if not self.gate.admit(obs):
             return
         index = self.gate.frames_seen
@@ -152,41 +195,50 @@ class FrameBank:
                     self._embed_pending()
                 self._stream_index[record.frame_id] = index
                 self._matrix = None
-                for view_id, label in record.event_labels.items():
-                    self.labels.setdefault(view_id, label)
                 if self.max_frames is None:
-                    self._diary.record_parts(obs.frame_id, obs.stamp, obs.day, obs.pose, obs.room, obs.events, obs.labels, obs.attributes)
+                    self._associate(record, self.tracker, self._diary)
                 else:
-                    self._diary_dirty = True
+                    self._dirty = True
                     self._decimate()
             self.gate.commit(obs)
 
+    def _associate(self, record: FrameRecord, tracker: EntityTracker, diary: ActionDiary) -> None:
+        """Tie a frame's detections to tracks, and note what its grasps / releases were about."""
+        ids = tracker.assign(record.views(), record.stamp)
+        record.instance_ids = np.array(ids, dtype=np.int32)
+        inferences = [tracker.infer(event) for event in record.events]
+        diary.record(record.frame_id, record.stamp, record.day, record.pose, inferences, lambda i: self._label_of(i, tracker))
+
+    def _label_of(self, track_id: int, tracker: EntityTracker | None = None) -> tuple[str, dict[str, str]]:
+        track = (tracker or self.tracker).tracks.get(int(track_id))
+        return ("unknown", {}) if track is None else (track.category, track.attribute_values)
+
     def _record(self, obs: Observation) -> FrameRecord:
         views = sorted(visible_instances(obs, self.config.min_pixels), key=lambda v: -v.pixels)
-        for view in views:
-            self.labels[view.instance_id] = (view.category, view.attributes)
         words = ", ".join(v.description for v in views[:CAPTION_OBJECTS]) or "nothing in view"
-        events = ". ".join(e.text for e in obs.events if e.text)
-        room = (obs.room or "somewhere").replace("_", " ")
-        caption = f"{room}: {words}." + (f" {events}." if events else "")
-        parts = [room] + [v.description for v in views[:CAPTION_OBJECTS]] + [e.text for e in obs.events if e.text]
-        event_ids = {i for e in obs.events for i in (e.object_id, e.receptacle_id) if i is not None}
+        room_name = self._diary.room_at(obs.pose)
+        room = (room_name or "somewhere").replace("_", " ")
+        caption = f"{room}: {words}."
+        parts = [room] + [v.description for v in views[:CAPTION_OBJECTS]]
         return FrameRecord(
             frame_id=obs.frame_id,
             stamp=obs.stamp,
             day=obs.day,
             pose=obs.pose,
-            room=obs.room,
+            room=room_name,
             caption=caption,
             embedding=None,
             parts=parts,
-            instance_ids=np.array([v.instance_id for v in views], dtype=np.int32),
+            instance_ids=np.full(len(views), -1, dtype=np.int32),
             pixels=np.array([v.pixels for v in views], dtype=np.int32),
             centroids=np.array([v.centroid for v in views], dtype=np.float32).reshape(-1, 3),
             extents=np.array([np.concatenate([v.extent_min, v.extent_max]) for v in views], dtype=np.float32).reshape(-1, 6),
             fractions=np.array([v.mask_fraction for v in views], dtype=np.float32),
+            labels=[v.category for v in views],
+            attributes=[dict(v.attributes) for v in views],
+            scores=np.array([v.score for v in views], dtype=np.float32),
+            gt_ids=np.array([-1 if v.instance_id is None else v.instance_id for v in views], dtype=np.int32),
             events=list(obs.events),
-            event_labels={i: (obs.labels.get(i, "unknown"), dict(obs.attributes.get(i, {}))) for i in event_ids},
         )
 
     def _embed_pending(self) -> None:
@@ -208,9 +260,10 @@ class FrameBank:
         self._matrix = None
 
     def flush(self) -> None:
-        """Finish deferred work (caption embeddings) so recall sees every frame."""
+        """Finish deferred work (caption embeddings, subsampled association) so recall sees every frame."""
         with self._lock.writing():
             self._embed_pending()
+            self._rebuild()
 
     def _decimate(self) -> None:
         """Keep the stream uniformly spaced: past capacity, double the stride and drop the odd ones."""
@@ -221,21 +274,25 @@ class FrameBank:
             self._stream_index = {k: v for k, v in self._stream_index.items() if k in kept}
             self._pending = [f for f in self._pending if f.frame_id in kept]
 
+    def _rebuild(self) -> None:
+        """Subsampling: re-run association and the diary over the kept frames alone."""
+        if not self._dirty:
+            return
+        tracker, diary = EntityTracker(self.config.tracker), ActionDiary()
+        diary.set_floor_plan(self._diary.floor_plan)
+        for record in self.frames:
+            self._associate(record, tracker, diary)
+        self.tracker, self._diary, self._dirty, self._index = tracker, diary, False, None
+
     @property
     def diary(self) -> ActionDiary:
         """What the robot did, as far as the kept frames tell."""
-        if self._diary_dirty:
-            diary = ActionDiary()
-            for f in self.frames:
-                labels = {i: label for i, (label, _) in f.event_labels.items()}
-                attributes = {i: attrs for i, (_, attrs) in f.event_labels.items()}
-                diary.record_parts(f.frame_id, f.stamp, f.day, f.pose, f.room, f.events, labels, attributes)
-            self._diary, self._diary_dirty = diary, False
+        self._rebuild()
         return self._diary
 
     def recall(self, query: Query) -> Recall:
         started = time.perf_counter()
-        if self._pending:
+        if self._pending or self._dirty:
             self.flush()
         with self._lock.reading():
             if query.constraints is not None:
@@ -246,7 +303,7 @@ class FrameBank:
 
     def stats(self) -> MemoryStats:
         with self._lock.reading():
-            total = sum(f.nbytes() for f in self.frames) + 200 * len(self.labels)
+            total = sum(f.nbytes() for f in self.frames) + 200 * len(self.tracker.tracks) + 200 * len(self._diary.entries)
             return MemoryStats(items=len(self.frames), bytes=int(total), frames_seen=self.gate.frames_seen)
 
     # ------------------------------------------------------------------ structured recall
@@ -259,13 +316,16 @@ class FrameBank:
     def catalog(self) -> list[Entity]:
         """Every instance where it was last seen, with the box of all its sightings there."""
         index = self._sightings()
+        trusted = {t.track_id for t in self.tracker.confirmed()}
         entities = []
         for instance_id, rows in index.groups.items():
+            if instance_id not in trusted:
+                continue  # seen once: likely a false detection
             latest = rows[-1]
             position = index.centroids[latest]
             here = rows[np.linalg.norm(index.centroids[rows] - position, axis=1) <= 0.5]
             box = (index.extents[here, :3].min(axis=0), index.extents[here, 3:].max(axis=0))
-            category, attributes = self.labels.get(instance_id, ("unknown", {}))
+            category, attributes = self._label_of(instance_id)
             stamp = self.frames[index.frame_rows[latest]].stamp
             entities.append(Entity(instance_id, attributes.get("kind", "object"), category, attributes, position.copy(), stamp, box))
         return entities
@@ -289,11 +349,16 @@ class FrameBank:
         return hits
 
     def _best_view(self, entity_id: int, goal: ResolvedGoal) -> Hit | None:
-        """The frame that shows the entity where it was last seen, largest and most centred."""
+        """The frame that shows the entity where it is now, largest and most centred."""
         index = self._sightings()
         rows = index.groups.get(entity_id)
         if rows is None:
             return None
+        track = self.tracker.tracks.get(entity_id)
+        if track is not None and track.moved_at is not None:
+            rows = rows[index.stamps[index.frame_rows[rows]] >= track.moved_at]  # only since the robot put it there
+            if rows.size == 0:
+                return self._release_view(entity_id, track)
         latest = index.centroids[rows[-1]]
         rows = rows[np.linalg.norm(index.centroids[rows] - latest, axis=1) <= 0.5]  # older places: it moved since
         frames = index.frame_rows[rows]
@@ -303,12 +368,20 @@ class FrameBank:
         score = view_score(index.fractions[rows], distance, bearing)
         best = len(score) - 1 - int(np.argmax(score[::-1]))  # ties: the most recent
         frame = self.frames[int(frames[best])]
-        agent_pose = frame.pose
+        agent_pose, frame_id = frame.pose, frame.frame_id
         poses = goal.interaction_poses.get(entity_id)
         if poses:  # the robot stood right there when it picked from / placed on it
-            agent_pose = poses[-1][0]
+            agent_pose, frame_id = poses[-1][0], poses[-1][1]
         centroid = index.centroids[rows[best]].copy()
-        return Hit(frame.frame_id, frame.stamp, agent_pose, centroid, entity_id, float(score[best]), self.name, {"sightings": int(len(rows))})
+        return Hit(frame_id, frame.stamp, agent_pose, centroid, entity_id, float(score[best]), self.name, {"sightings": int(len(rows))})
+
+    def _release_view(self, entity_id: int, track) -> Hit | None:
+        """An object the robot put down and has not seen since: the frame of the release."""
+        places = [e for e in self._diary.entries if e.kind == "place" and e.object_id == entity_id]
+        if not places:
+            return None
+        place = places[-1]
+        return Hit(place.frame_id, place.stamp, place.pose, track.position.copy(), entity_id, 0.01, self.name, {"from": "release"})
 
     # ------------------------------------------------------------------ language recall
     def _embeddings(self) -> np.ndarray:
@@ -338,7 +411,7 @@ class FrameBank:
     def _best_instance(self, frame: FrameRecord, vector: np.ndarray) -> tuple[np.ndarray | None, int | None]:
         if frame.instance_ids.size == 0:
             return None, None
-        texts = [describe(*self.labels.get(int(i), ("unknown", {}))) for i in frame.instance_ids]
+        texts = [describe(*self._label_of(int(i))) for i in frame.instance_ids]
         with self._embed_lock:
             similarity = self.encoder.encode(texts) @ vector
         row = int(np.argmax(similarity))
@@ -363,36 +436,37 @@ class FrameBank:
     def save(self, directory) -> None:
         self.flush()
         with self._lock.reading():
-            rows = [(f, n) for n, f in enumerate(self.frames)]
+            frames = self.frames
+
+            def flat(name: str, empty: np.ndarray) -> np.ndarray:
+                return np.concatenate([getattr(f, name) for f in frames] or [empty])
+
             arrays = {
-                "frame_ids": np.array([f.frame_id for f, _ in rows], dtype=np.int64),
-                "stamps": np.array([f.stamp for f, _ in rows], dtype=np.float64),
-                "days": np.array([f.day for f, _ in rows], dtype=np.int32),
-                "poses": np.array([np.concatenate([f.pose.position, f.pose.orientation]) for f, _ in rows]).reshape(-1, 7),
+                "frame_ids": np.array([f.frame_id for f in frames], dtype=np.int64),
+                "stamps": np.array([f.stamp for f in frames], dtype=np.float64),
+                "days": np.array([f.day for f in frames], dtype=np.int32),
+                "poses": np.array([np.concatenate([f.pose.position, f.pose.orientation]) for f in frames]).reshape(-1, 7),
                 "embeddings": self._embeddings().copy(),
-                "instance_frame": np.concatenate([np.full(f.instance_ids.size, n, np.int32) for f, n in rows] or [np.zeros(0, np.int32)]),
-                "instance_ids": np.concatenate([f.instance_ids for f, _ in rows] or [np.zeros(0, np.int32)]),
-                "pixels": np.concatenate([f.pixels for f, _ in rows] or [np.zeros(0, np.int32)]),
-                "centroids": np.concatenate([f.centroids for f, _ in rows] or [np.zeros((0, 3), np.float32)]),
-                "extents": np.concatenate([f.extents for f, _ in rows] or [np.zeros((0, 6), np.float32)]),
-                "fractions": np.concatenate([f.fractions for f, _ in rows] or [np.zeros(0, np.float32)]),
+                "instance_frame": np.concatenate([np.full(f.instance_ids.size, n, np.int32) for n, f in enumerate(frames)] or [np.zeros(0, np.int32)]),
+                "instance_ids": flat("instance_ids", np.zeros(0, np.int32)),
+                "pixels": flat("pixels", np.zeros(0, np.int32)),
+                "centroids": flat("centroids", np.zeros((0, 3), np.float32)),
+                "extents": flat("extents", np.zeros((0, 6), np.float32)),
+                "fractions": flat("fractions", np.zeros(0, np.float32)),
+                "scores": flat("scores", np.zeros(0, np.float32)),
+                "gt_ids": flat("gt_ids", np.zeros(0, np.int32)),
             }
             state = {
-                "config": vars(self.config),
+                "config": asdict(self.config),
                 "gate": self.gate.to_dict(),
                 "stride": self._stride,
                 "stream_index": {str(k): v for k, v in self._stream_index.items()},
-                "labels": {str(k): [c, a] for k, (c, a) in self.labels.items()},
+                "tracker": self.tracker.to_dict(),
                 "frames": [
-                    {
-                        "room": f.room,
-                        "caption": f.caption,
-                        "events": [e.to_dict() for e in f.events],
-                        "event_labels": {str(k): [c, a] for k, (c, a) in f.event_labels.items()},
-                    }
-                    for f, _ in rows
+                    {"room": f.room, "caption": f.caption, "labels": f.labels, "attributes": f.attributes, "events": [e.to_dict() for e in f.events]}
+                    for f in frames
                 ],
-                "diary": self.diary.to_dict(),
+                "diary": self._diary.to_dict(),
             }
         save_manifest(directory, self.name, state, arrays)
 
@@ -402,6 +476,9 @@ class FrameBank:
             frames = []
             for n, meta in enumerate(state["frames"]):
                 rows = arrays["instance_frame"] == n
+                labels = [str(label) for label in meta["labels"]]
+                if len(labels) != int(rows.sum()) or len(meta["attributes"]) != len(labels):
+                    raise ValueError(f"frame {n}: {len(labels)} labels for {int(rows.sum())} detections")
                 frames.append(
                     FrameRecord(
                         frame_id=int(arrays["frame_ids"][n]),
@@ -417,23 +494,28 @@ class FrameBank:
                         centroids=arrays["centroids"][rows].astype(np.float32),
                         extents=arrays["extents"][rows].astype(np.float32),
                         fractions=arrays["fractions"][rows].astype(np.float32),
+                        labels=labels,
+                        attributes=[{str(k): str(v) for k, v in a.items()} for a in meta["attributes"]],
+                        scores=arrays["scores"][rows].astype(np.float32),
+                        gt_ids=arrays["gt_ids"][rows].astype(np.int32),
                         events=[Event.from_dict(e) for e in meta["events"]],
-                        event_labels={int(k): (c, a) for k, (c, a) in meta["event_labels"].items()},
                     )
                 )
             gate = FrameGate()
             gate.load_dict(state["gate"])
             diary = ActionDiary()
             diary.load_dict(state["diary"])
-            labels = {int(k): (c, a) for k, (c, a) in state["labels"].items()}
+            tracker = EntityTracker(self.config.tracker)
+            tracker.load_dict(state["tracker"])
             stream_index = {int(k): int(v) for k, v in state["stream_index"].items()}
-        except (KeyError, IndexError, TypeError, ValueError) as error:
+            stride = int(state["stride"])
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"corrupt {self.name} checkpoint {directory}: {error!r}") from error
         with self._lock.writing():  # swap in only once everything parsed
-            self.frames, self.gate, self._diary, self.labels = frames, gate, diary, labels
-            self._diary_dirty = False
-            self._stride, self._stream_index, self._matrix = int(state["stride"]), stream_index, None
-            self._index = None
+            self.frames, self.gate, self._diary, self.tracker = frames, gate, diary, tracker
+            self._dirty = False
+            self._stride, self._stream_index, self._matrix = stride, stream_index, None
+            self._pending, self._index = [], None
 
 
 @register("memory", "frame_bank", FrameBankConfig)

@@ -9,15 +9,16 @@ step: the clock advances by ``step_seconds`` and the robot renders a new observa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from embodied_mem.geometry import bearing_in_body, camera_mount, pinhole_camera, wrap_angle
 from embodied_mem.sim.embedded.navigation import NavigationGrid
+from embodied_mem.sim.embedded.perception import PerceptionConfig, SimulatedPerception, floor_plan
 from embodied_mem.sim.embedded.render import Frame, Renderer
 from embodied_mem.sim.embedded.world import World, WorldState
-from embodied_mem.types import CameraInfo, Event, Observation, Pose
+from embodied_mem.types import CameraInfo, FloorPlan, Observation, Pose
 
 FORWARD_STEP = 0.25
 TURN_STEP = math.radians(30.0)
@@ -62,9 +63,11 @@ class Action:
 class EmbeddedEnv:
     """The world, its changing state, the robot's pose and the clock."""
 
-    def __init__(self, world: World, config: EnvConfig | None = None) -> None:
+    def __init__(self, world: World, config: EnvConfig | None = None, perception: PerceptionConfig | None = None) -> None:
         self.world = world
         self.config = config or EnvConfig()
+        self.perception = SimulatedPerception(world, perception, seed=world.seed)
+        self.last_frame: Frame | None = None
         c = self.config
         self.camera: CameraInfo = pinhole_camera(c.width, c.height, c.hfov_deg, camera_mount(c.camera_height, math.radians(c.camera_pitch_deg)))
         self.grid = NavigationGrid(world, c.grid_resolution, c.robot_radius)
@@ -100,7 +103,7 @@ class EmbeddedEnv:
         self.pose = pose
 
     # ------------------------------------------------------------------ acting
-    def step(self, action: Action, events: list[Event] | None = None) -> Observation:
+    def step(self, action: Action, events: list[tuple[str, np.ndarray | None]] | None = None) -> Observation:
         """Apply an action, advance the clock one step and return what the robot sees."""
         self.move(action)
         return self.observe(events or [])
@@ -123,29 +126,28 @@ class EmbeddedEnv:
         self.step_index += 1
         return not blocked
 
-    def observe(self, events: list[Event] | None = None) -> Observation:
-        """Render the current pose into an Observation (and count it as a frame)."""
+    def observe(self, events: list[tuple[str, np.ndarray | None]] | None = None) -> Observation:
+        """Render the current pose into what the robot perceives (and count it as a frame).
+
+        ``events`` are the robot's own actions at this step: ``(kind, gripper_xyz)`` with the
+        gripper's true world position for grasp / release (None for day_start / day_end). The
+        perception turns them into proprioceptive ``Event``s in the robot's own frame.
+        """
         frame = self.render(self.pose)
-        ids = [int(i) for i in np.unique(frame.instances) if i > 0]
-        # Events happen at this step, whatever stamp the caller guessed.
-        events = [replace(event, stamp=self.stamp) for event in events or []]
-        for event in events:
-            ids += [i for i in (event.object_id, event.receptacle_id) if i is not None]
-        ids = sorted(set(ids))
-        room = self.world.room_at(*self.pose.position[:2])
+        self.last_frame = frame
+        perception = self.perception
+        perception.step_drift()
+        depth = perception.depth(frame)
         obs = Observation(
             stamp=self.stamp,
             frame_id=self.frame_id,
             rgb=frame.rgb,
-            depth=frame.depth,
-            pose=self.pose,
+            depth=depth,
+            pose=perception.believed(self.pose),
             camera=self.camera,
-            instances=frame.instances,
-            labels={i: self.world.label(i) for i in ids},
-            events=events,
+            detections=perception.detections(frame, depth),
+            events=[perception.event(kind, self.stamp, self.pose, xyz) for kind, xyz in events or []],
             day=self.day,
-            attributes={i: self.world.attributes(i) for i in ids},
-            room=room.name if room else None,
         )
         self.frame_id += 1
         return obs
@@ -168,6 +170,10 @@ class EmbeddedEnv:
 
     def attributes(self, entity_id: int) -> dict[str, str]:
         return self.world.attributes(entity_id)
+
+    def floor_plan(self) -> FloorPlan:
+        """The map a robot is deployed with (named rooms), as given to every memory."""
+        return floor_plan(self.world)
 
     def room_names(self) -> list[str]:
         return [room.name for room in self.world.rooms]

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import numpy as np
+
 from embodied_mem.sim.embedded.env import EmbeddedEnv, EnvConfig
 from embodied_mem.sim.embedded.navigator import Navigator
 from embodied_mem.sim.embedded.oracle import HistoryConfig, OracleRobot
+from embodied_mem.sim.embedded.perception import PerceptionConfig
 from embodied_mem.sim.embedded.world import WorldConfig, generate_world
 from embodied_mem.sim.tasks.generator import Task, TaskConfig, generate_tasks
-from embodied_mem.types import Observation, Pose
+from embodied_mem.types import FloorPlan, Observation, Pose
 
 
 @dataclass
@@ -20,6 +23,7 @@ class EmbeddedSimConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    perception: PerceptionConfig = field(default_factory=PerceptionConfig)
 
 
 class EmbeddedEpisode:
@@ -31,7 +35,8 @@ class EmbeddedEpisode:
         world_config = WorldConfig(**{**vars(config.world), "seed": seed})
         history_config = HistoryConfig(**{**vars(config.history), "seed": seed})
         self.seed = seed
-        self.env = EmbeddedEnv(generate_world(world_config), config.env)
+        self.perception = config.perception.mode
+        self.env = EmbeddedEnv(generate_world(world_config), config.env, config.perception)
         self.robot = OracleRobot(self.env, history_config)
         self.navigator = Navigator(self.env)
         self.final_pose: Pose | None = None
@@ -39,6 +44,20 @@ class EmbeddedEpisode:
     def history(self) -> Iterator[Observation]:
         yield from self.robot.live()
         self.final_pose = self.env.pose
+
+    def floor_plan(self) -> FloorPlan:
+        """The map the robot is deployed with: named rooms (no objects, no furniture)."""
+        return self.env.floor_plan()
+
+    def frame_pose(self, frame_id) -> Pose | None:
+        """The TRUE pose of a history frame (FindingDory's HL check teleports there); None if
+        no such frame exists."""
+        if isinstance(frame_id, bool) or not isinstance(frame_id, (int, np.integer)):
+            return None
+        steps = self.robot.history.steps
+        if not 0 <= frame_id < len(steps) or steps[frame_id].frame_id != frame_id:
+            return None
+        return steps[frame_id].pose
 
     def tasks(self, config: TaskConfig) -> list[Task]:
         if self.final_pose is None:

@@ -16,12 +16,11 @@ from typing import Iterator
 
 import numpy as np
 
-from embodied_mem.memory.base import describe
 from embodied_mem.sim.embedded.env import Action, EmbeddedEnv
 from embodied_mem.sim.embedded.navigator import Navigator, Unreachable
 from embodied_mem.sim.embedded.world import free_spot
 from embodied_mem.sim.tasks.history import History, InteractionRecord, StepRecord
-from embodied_mem.types import Event, Observation, Pose
+from embodied_mem.types import Observation, Pose
 
 
 @dataclass
@@ -45,22 +44,19 @@ class OracleRobot:
         self.rng = np.random.default_rng(config.seed + 7919 * env.world.seed)
         self.navigator = Navigator(env)
         self.history = History(initial_state=env.state.copy(), days=config.days)
-        self._room: str | None = None
-        self._pending: list[Event] = []
 
     # ------------------------------------------------------------------ recording
     def _record(self, obs: Observation) -> Observation:
         """Add room-change events, log the step, and hand the observation on."""
-        if obs.room != self._room and obs.room is not None:
-            obs.events.append(Event("room_entered", obs.stamp, room=obs.room, text=f"entered the {obs.room.replace('_', ' ')}"))
-            self._room = obs.room
-        ids, counts = np.unique(obs.instances, return_counts=True)
+        # The truth stays here, in the simulator's record: the memory gets only ``obs``.
+        room = self.env.room_of(self.env.pose.position)
+        ids, counts = np.unique(self.env.last_frame.instances, return_counts=True)
         visible = {int(i): int(c) for i, c in zip(ids, counts) if i > 0}
         self.history.seen.update(visible)
-        self.history.steps.append(StepRecord(obs.frame_id, obs.stamp, obs.day, obs.pose, obs.room, visible))
+        self.history.steps.append(StepRecord(obs.frame_id, obs.stamp, obs.day, self.env.pose, room, visible))
         return obs
 
-    def _act(self, action: Action, events: list[Event] | None = None) -> Observation:
+    def _act(self, action: Action, events: list[tuple] | None = None) -> Observation:
         return self._record(self.env.step(action, events))
 
     def _drive(self, goal: Pose, replans: int = 3) -> Iterator[Observation]:
@@ -87,8 +83,7 @@ class OracleRobot:
         env = self.env
         start = env.pose if day > 0 else self._random_pose()
         env.start_day(day, start)
-        self._room = None
-        yield self._record(env.observe([Event("day_start", env.stamp, text=f"day {day} starts")]))
+        yield self._record(env.observe([("day_start", None)]))
         chosen = self._objects_for_today()
         order = 0
         for object_id in chosen:
@@ -104,7 +99,7 @@ class OracleRobot:
                 self.history.interactions.append(record)
                 order += 1
         yield from self._wander()
-        yield self._act(Action("wait"), [Event("day_end", env.stamp, text=f"day {day} ends")])
+        yield self._act(Action("wait"), [("day_end", None)])
 
     def _random_pose(self) -> Pose:
         cells = np.argwhere(self.env.grid.navigable & (self.env.grid.clearance > 0.5))
@@ -167,9 +162,9 @@ class OracleRobot:
         yield from self._drive(self._viewpoint(start_receptacle.entity_id, start.position, watch=object_id))
         for _ in range(self.config.manipulation_steps - 1):
             yield self._act(Action("wait"))
-        obj = world.objects[object_id]
-        text = f"picked the {describe(obj.category, obj.attributes)} from the {start_receptacle.kind.replace('_', ' ')}"
-        pick = self._act(Action("wait"), [Event("pick", env.stamp, object_id, start_receptacle.entity_id, start_receptacle.room, text)])
+        # The gripper closes on the object: the event carries only where the gripper is.
+        pick = self._act(Action("wait"), [("grasp", start.position)])
+        pick_pose = env.pose  # the truth, for the record (the memory got the drifting estimate)
         env.state.pick(object_id)
         yield pick
         goal_receptacle, position = self._goal_for(object_id, start)
@@ -181,8 +176,8 @@ class OracleRobot:
         for _ in range(self.config.manipulation_steps - 1):
             yield self._act(Action("wait"))
         env.state.place(goal_receptacle.entity_id, position)
-        text = f"placed the {describe(obj.category, obj.attributes)} on the {goal_receptacle.kind.replace('_', ' ')}"
-        place = self._act(Action("wait"), [Event("place", env.stamp, object_id, goal_receptacle.entity_id, goal_receptacle.room, text)])
+        place = self._act(Action("wait"), [("release", np.asarray(position, dtype=np.float64))])
+        place_pose = env.pose
         yield place
         return InteractionRecord(
             day=day,
@@ -194,8 +189,8 @@ class OracleRobot:
             place_stamp=place.stamp,
             pick_frame=pick.frame_id,
             place_frame=place.frame_id,
-            pick_pose=pick.pose,
-            place_pose=place.pose,
+            pick_pose=pick_pose,
+            place_pose=place_pose,
             start_room=start_receptacle.room,
             goal_room=goal_receptacle.room,
             start_position=start.position.copy(),
