@@ -3,7 +3,7 @@
 Each day it wakes where it slept, does a few pick-and-place rearrangements (FindingDory's
 collection phase: navigate to the object's receptacle, grasp, carry it to another receptacle,
 place), and wanders to other rooms in between. Every step is an ``Observation`` with its
-events (``pick``, ``place``, ``room_entered``, ``day_start``, ``day_end``). The simulator
+events (``grasp`` and ``release`` with the gripper pose, ``day_start``, ``day_end``). The simulator
 keeps its own record of what happened (``History``), which the task generator reads; the
 memory under test only ever sees the observations.
 """

@@ -5,7 +5,7 @@ import pytest
 
 from embodied_mem.memory.frame_bank import FrameBank, FrameBankConfig, SubsampledFramesConfig
 from embodied_mem.registry import build
-from embodied_mem.types import Observation, Query
+from embodied_mem.types import Detection, Observation, Query
 
 
 def first_object_query(near):
@@ -13,7 +13,7 @@ def first_object_query(near):
 
 
 def copy_of(obs: Observation, **changes) -> Observation:
-    values = {k: getattr(obs, k) for k in ("stamp", "frame_id", "rgb", "depth", "pose", "camera", "instances", "labels", "events", "day", "attributes", "room")}
+    values = {k: getattr(obs, k) for k in ("stamp", "frame_id", "rgb", "depth", "pose", "camera", "detections", "events", "day")}
     values.update(changes)
     return Observation(**values)
 
@@ -21,26 +21,49 @@ def copy_of(obs: Observation, **changes) -> Observation:
 @pytest.fixture(scope="module")
 def bank(one_day):
     memory = build("memory", {"name": "frame_bank", "encoder": "gt_hash"})
+    memory.set_floor_plan(one_day.episode.floor_plan())
     for obs in one_day.observations:
         memory.observe(obs)
     return memory
 
 
 def test_oracle_recall_finds_the_first_picked_object_where_it_is_now(bank, one_day):
+    """Detector perception: the memory's own association and grasp inference find it."""
     first = sorted(one_day.history.interactions, key=lambda i: i.pick_stamp)[0]
     hits = bank.recall(first_object_query(one_day.episode.final_pose)).hits
-    assert hits and hits[0].object_id == first.object_id
+    assert hits
     truth = one_day.env.entity_position(first.object_id)
     assert np.linalg.norm(hits[0].target_xyz - truth) < 0.5
+    # the named frame is a real history frame, and from its true pose the object is in view
+    pose = one_day.episode.frame_pose(hits[0].frame_id)
+    assert pose is not None and one_day.env.visible_fraction(pose, first.object_id) > 0
+    # what the diary says it moved is what was moved (its own inference, right here)
+    entry = bank.diary.interactions()[0].pick
+    assert entry.object_category == one_day.env.label(first.object_id)
 
 
 def test_language_recall_returns_a_frame_that_shows_the_named_thing(bank, one_day):
-    object_id = one_day.history.interactions[0].object_id
-    description = bank.labels[object_id]
+    first = one_day.history.interactions[0]
+    track = bank.diary.interactions()[0].pick.object_id
     from embodied_mem.memory.base import describe
 
-    hits = bank.recall(Query(f"Navigate to the {describe(*description)}.", k=3)).hits
-    assert hits and any(h.object_id == object_id for h in hits)
+    hits = bank.recall(Query(f"Navigate to the {describe(*bank._label_of(track))}.", k=3)).hits
+    assert hits and any(h.object_id == track for h in hits)
+    assert any(one_day.env.visible_fraction(one_day.episode.frame_pose(h.frame_id), first.object_id) > 0 for h in hits)
+
+
+def test_tracker_keeps_about_one_track_per_entity_and_drops_one_off_false_positives(bank, one_day):
+    seen = len(one_day.history.seen)
+    confirmed = bank.tracker.confirmed()
+    assert 0.7 * seen <= len(confirmed) <= 1.5 * seen
+    assert len(bank.tracker.tracks) > len(confirmed)  # false positives and glimpses stay unconfirmed
+    # every confirmed object track sits near a real object of its majority label, or was moved by the robot
+    objects = [i for i in one_day.env.world.objects]
+    near = 0
+    for track in (t for t in confirmed if t.kind == "object"):
+        distances = [np.linalg.norm(one_day.env.entity_position(i) - track.position) for i in objects]
+        near += min(distances) < 0.5
+    assert near >= 0.8 * sum(t.kind == "object" for t in confirmed)
 
 
 def test_observe_is_idempotent_per_frame(bank, one_day):
@@ -59,9 +82,19 @@ def test_bad_input_is_rejected_or_skipped_without_losing_anything(bank, one_day)
     bank.observe(blind)  # no depth: nothing to place, but the frame is seen
     assert bank.stats().frames_seen == before.frames_seen + 1
     assert bank.frames[-1].instance_ids.size == 0
-    empty = copy_of(last, frame_id=10**6 + 2, stamp=last.stamp + 2, instances=np.zeros_like(last.instances), events=[])
+    empty = copy_of(last, frame_id=10**6 + 2, stamp=last.stamp + 2, detections=[], events=[])
     bank.observe(empty)
     assert bank.frames[-1].instance_ids.size == 0
+    before = bank.stats()
+    mutated = copy_of(last, frame_id=10**6 + 3, stamp=last.stamp + 3)
+    mutated.stamp = float("inf")  # changed after construction: caught at the door
+    with pytest.raises(ValueError, match="Observation.stamp"):
+        bank.observe(mutated)
+    mutated = copy_of(last, frame_id=10**6 + 4, stamp=last.stamp + 4)
+    mutated.detections = [Detection("mug", np.ones((3, 3), bool))]
+    with pytest.raises(ValueError, match="mask shape"):
+        bank.observe(mutated)
+    assert bank.stats() == before
 
 
 def test_save_load_round_trip_and_corrupt_checkpoints(bank, one_day, tmp_path):
@@ -89,6 +122,7 @@ def test_save_load_round_trip_and_corrupt_checkpoints(bank, one_day, tmp_path):
 
 def test_subsampled_frames_keeps_a_bounded_uniform_sample(one_day):
     memory = FrameBank(SubsampledFramesConfig(encoder="gt_hash", max_frames=16), "subsampled_frames")
+    memory.set_floor_plan(one_day.episode.floor_plan())
     for obs in one_day.observations:
         memory.observe(obs)
     kept = [memory._stream_index[f.frame_id] for f in memory.frames]

@@ -5,7 +5,8 @@ import pytest
 
 from embodied_mem.geometry import camera_mount, pinhole_camera
 from embodied_mem.memory.base import FrameGate
-from embodied_mem.types import CameraInfo, Event, Observation, Pose, Query
+from embodied_mem.perception import Vocabulary, check_detections
+from embodied_mem.types import CameraInfo, Detection, Event, FloorPlan, Observation, Pose, Query, Region
 
 
 def camera(width=8, height=6):
@@ -20,7 +21,7 @@ def observation(**changes):
         depth=np.ones((6, 8), np.float32),
         pose=Pose.from_xy_yaw(0, 0, 0),
         camera=camera(),
-        instances=np.zeros((6, 8), np.int32),
+        detections=[Detection("mug", np.ones((6, 8), bool))],
     )
     values.update(changes)
     return Observation(**values)
@@ -55,7 +56,9 @@ def test_pose_matrix_round_trip_and_yaw():
         (dict(depth=np.ones((5, 8), np.float32)), "depth shape"),
         (dict(depth=np.ones((6, 8), np.float64)), "depth must be a float32"),
         (dict(depth=-np.ones((6, 8), np.float32)), "negative"),
-        (dict(instances=np.zeros((6, 8), np.int64)), "instances must be an int32"),
+        (dict(detections=[Detection("mug", np.ones((5, 8), bool))]), r"detections\[0\]\.mask shape"),
+        (dict(detections=["mug"]), r"detections\[0\] must be a Detection"),
+        (dict(events=[("grasp", 1.0)]), r"events\[0\] must be an Event"),
         (dict(camera=camera(16, 12)), "camera says"),
         (dict(stamp=math.nan), "stamp"),
         (dict(frame_id=-1), "frame_id"),
@@ -77,6 +80,16 @@ def test_observation_accepts_nan_depth_as_no_return():
 def test_event_and_query_validation():
     with pytest.raises(ValueError, match="Event.kind"):
         Event("teleport", 0.0)
+    with pytest.raises(ValueError, match="Event.base_pose is required"):
+        Event("grasp", 0.0)
+    here = Pose.from_xy_yaw(0, 0, 0)
+    with pytest.raises(ValueError, match="Event.gripper_pose is required"):
+        Event("release", 0.0, base_pose=here)
+    with pytest.raises(ValueError, match="Event.gripper_pose must be a Pose"):
+        Event("grasp", 0.0, base_pose=here, gripper_pose=(0, 0, 1))
+    event = Event("grasp", 3.0, here, Pose([0.5, 0.0, 0.8]))
+    assert Event.from_dict(event.to_dict()).gripper_pose == event.gripper_pose
+    assert not hasattr(event, "object_id") and not hasattr(event, "room")  # proprioception only
     with pytest.raises(ValueError, match="Query.k"):
         Query("x", k=0)
     with pytest.raises(ValueError, match="time_range"):
@@ -106,3 +119,50 @@ def test_frame_gate_stays_small_over_a_long_life():
     assert not gate.admit(observation(stamp=99.0, frame_id=99))  # a recent re-send: ignored
     with pytest.raises(ValueError, match="out of order"):
         gate.admit(observation(stamp=3.0, frame_id=3))  # re-sent long after: refused
+
+
+def test_detection_validation_names_the_field():
+    with pytest.raises(ValueError, match="Detection.mask"):
+        Detection("mug", np.ones((6, 8), np.uint8))
+    with pytest.raises(ValueError, match="Detection.score"):
+        Detection("mug", np.ones((6, 8), bool), score=1.5)
+    with pytest.raises(ValueError, match="Detection.kind"):
+        Detection("mug", np.ones((6, 8), bool), kind="animal")
+    with pytest.raises(ValueError, match="Detection.label"):
+        Detection("", np.ones((6, 8), bool))
+    with pytest.raises(ValueError, match="Detection.attributes"):
+        Detection("mug", np.ones((6, 8), bool), attributes={"color": 3})
+
+
+def test_detector_output_is_checked_against_image_size_and_vocabulary():
+    vocabulary = Vocabulary(("mug", "book"), ("table",))
+    good = [Detection("mug", np.ones((6, 8), bool)), Detection("table", np.ones((6, 8), bool), kind="receptacle")]
+    assert check_detections(good, vocabulary, (6, 8)) is good
+    with pytest.raises(ValueError, match=r"detections\[0\]\.mask shape"):
+        check_detections([Detection("mug", np.ones((4, 8), bool))], vocabulary, (6, 8))
+    with pytest.raises(ValueError, match="outside the detector's vocabulary"):
+        check_detections([Detection("unicorn", np.ones((6, 8), bool))], vocabulary, (6, 8))
+    with pytest.raises(ValueError, match="does not match label"):
+        check_detections([Detection("table", np.ones((6, 8), bool))], vocabulary, (6, 8))
+
+
+def test_observation_validate_catches_fields_changed_after_construction():
+    obs = observation()
+    obs.stamp = math.inf
+    with pytest.raises(ValueError, match="Observation.stamp"):
+        obs.validate()
+    obs = observation()
+    obs.detections.append(Detection("mug", np.ones((2, 2), bool)))
+    with pytest.raises(ValueError, match="mask shape"):
+        obs.validate()
+
+
+def test_floor_plan_rooms_and_round_trip():
+    plan = FloorPlan((Region("kitchen", ((0, 0), (4, 0), (4, 3), (0, 3))), Region("hall", ((4, 0), (6, 0), (6, 3), (4, 3)))))
+    assert plan.room_at((1.0, 1.0)) == "kitchen" and plan.room_at((5.0, 2.9)) == "hall"
+    assert plan.room_at((7.0, 1.0)) is None
+    assert FloorPlan.from_dict(plan.to_dict()) == plan
+    with pytest.raises(ValueError, match="unique"):
+        FloorPlan((plan.regions[0], plan.regions[0]))
+    with pytest.raises(ValueError, match="polygon"):
+        Region("bad", ((0, 0), (1, 1)))
