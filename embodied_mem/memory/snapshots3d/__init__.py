@@ -34,28 +34,55 @@ What we implement (``objects.py``, ``clustering.py``, ``frontiers.py``, ``goals.
 All three structures, with the paper's rules and hyperparameters, updated on every
 ``observe``; retrieval for both tracks; checkpoints (json + npz); ``plot``.
 
-- Oracle track: ``catalog()`` lists one entity per simulator id that map objects voted for
-  (the most recently seen such object: its majority class, the attributes from a label table
-  of observations, its box centre, last seen). ``locate(goal)`` returns, for each entity id,
-  its map objects (most recently seen first, then older copies with ``evidence["stale"]``),
-  each with the snapshot holding it (``frame_id``), ``target_xyz`` = the object's box centre
-  and ``agent_pose`` = the paper's snapshot goal facing the objects; receptacles with
-  interaction poses in the diary use the latest such pose; rooms come from the diary.
+- Entities are the map's own objects: the ids the shared reasoner sees (catalog, diary, hits)
+  are map object ids, never simulator ids. An object's category is the paper's majority class
+  of its detections; its kind and attributes are majority votes of the detections' guesses.
+- Oracle track: ``catalog()`` lists every map object a snapshot may hold (``num_detections >=
+  min_detection``, or carried by the robot) with its box centre, box and last-seen stamp.
+  ``locate(goal)`` returns, for each entity id, the snapshot holding the object (``frame_id``:
+  a real frame that saw it), ``target_xyz`` = its box centre and ``agent_pose`` = the paper's
+  snapshot goal facing it; receptacles with interaction poses in the diary are answered with
+  the latest such pose and its frame id (the robot stood there looking at it); an entity the
+  map no longer holds but the diary knows gets that pose too; an object in no snapshot gets
+  the newest frame that saw it (one the robot put down and nothing saw since: the frame of
+  that release); rooms come from the diary.
 - Language track: prefilter the snapshots' classes against the query, then rank the kept
   snapshots; ``agent_pose`` is the snapshot goal, ``target_xyz`` the best-matching object.
+- The robot's own actions (``Event`` grasp / release: the gripper pose, no entity) are inferred
+  from the object map. A grasp takes the nearest map object of kind "object" (box centre
+  within ``grasp_radius`` 0.6 m of the gripper); the receptacle under the gripper (a map
+  receptacle with >= ``surface_min_detections`` detections whose plan-view box is within
+  ``surface_margin`` 0.25 m) is where it came from. While held the object takes no detections
+  and no cleanup touches it. A release puts it at the gripper: its whole cloud is translated by
+  the gripper's displacement since the grasp (it keeps its offset from the gripper; its
+  orientation is not tracked), it leaves every frame and snapshot (those views are stale) and
+  the release frame becomes its first view at the new place, on the receptacle under the
+  gripper. The grasp frame is merged before the gripper takes the object (it still shows it
+  where it stood), the release frame after the move (it shows it where it was put). These go
+  into the ``ActionDiary`` as inferences; rooms come from the floor plan (``set_floor_plan``,
+  kept over ``reset``). When a periodic merge absorbs an object the diary names, the diary
+  is remapped to the keeper, as frames and snapshots are.
 
-Substitutions (no detector, VLM, CLIP or TSDF here)
----------------------------------------------------
-- Detections: the simulator's ground-truth instance masks with confidence 1.0 (background id 0
-  skipped, as 3D-Mem skips wall/floor/ceiling classes). A ``detector`` hook (constructor
-  argument or attribute: ``Observation -> list[Detection]`` with mask, class, confidence,
-  optional description / instance id) plugs in a real detector; ConceptGraphs' filters apply
-  to it (confidence >= 0.4, mask >= 25 px and >= 0.001 H W, 2D box <= 0.5 of the image,
-  mask IoU > 0.9 duplicates). ``mask_subtract_contained`` is not applied (ground-truth masks
-  are disjoint).
+Substitutions (no YOLO-World / SAM, VLM, CLIP or TSDF here)
+-----------------------------------------------------------
+- Detections: the robot's per-frame perception output (``Observation.detections``: a
+  class-labelled mask, a score, a kind and the detector's attribute guesses, no identity),
+  taken as YOLO-World + SAM output: label -> class, score -> confidence. In the embedded
+  simulator that is a simulated detector (misses, false-positive blobs, label confusion among
+  look-alike classes, wrong attribute guesses, eroded masks, multiplicative depth noise and a
+  drifting localisation: the depth and pose the map is built from are the robot's, not the
+  truth), or in the ``gt`` perception mode the instance masks with true labels, exact depth
+  and pose (an upper bound). ``Detection.instance_id`` (gt mode only) is kept per map object
+  as a diagnostic vote and never used for association, ids or answers. A ``detector`` hook
+  (constructor argument or attribute: ``Observation -> list[objects.Detection]``) can replace
+  the frame's detections; ConceptGraphs' filters apply to either (confidence >= 0.4, mask >=
+  25 px and >= 0.001 H W, 2D box <= 0.5 of the image, mask IoU > 0.9 duplicates).
+  ``mask_subtract_contained`` is not applied (the simulated masks are eroded instance masks,
+  disjoint except for false-positive blobs).
 - CLIP features: the text embedding (``encoder``: MiniLM, or the ``gt_hash`` bag of label
-  words) of the detection's description, for ground truth ``describe(category, attributes)``
-  e.g. "medium red ceramic mug". Matching, merging and the merged-feature rule are unchanged.
+  words) of the detection's description ``describe(label, attributes)`` from the detector's
+  own guesses, e.g. "medium red ceramic mug" (a confused label or colour gives a different
+  feature, as a different crop would). Matching, merging and the merged-feature rule are unchanged.
 - GPT-4o prefilter: the seen classes whose name embedding has cosine >= ``prefilter_threshold``
   (0.2) with the query, best first, at most ``top_k_categories`` (10); snapshots are kept iff
   their classes meet that list and their class lists are cut to it, as in the paper.
@@ -93,12 +120,13 @@ Departures (and why)
   picks; snapshots outside the update set are otherwise unchanged.
 - Detections keep at most 5000 points (stride rounded up; the paper's floor stride may keep
   up to 9999). A detection merge grows the box to the union of both boxes.
-- Dynamic scenes: 3D-Mem never removes an object that disappeared. A moved object leaves a
-  stale copy where it was; ``locate`` ranks the most recently seen copy first.
-- Our bookkeeping (not in the paper): per object a vote of simulator instance ids (so the
-  robot's pick / place diary and the catalog can name map objects; objects without one get
-  entity id ``-(object_id + 1)``), first / last seen stamps, and a label table id ->
-  (category, attributes) from observations.
+- Dynamic scenes: 3D-Mem never removes an object that disappeared. An object the robot moved
+  itself goes with the gripper (above); one moved otherwise, or grasped under a different map
+  object (a duplicate), leaves a copy where it was seen.
+- Our bookkeeping (not in the paper): per object votes of the detections' kinds and attributes
+  (and, gt mode only, instance ids), first / last seen stamps, and the robot's own actions
+  (``held``, the grasp point, ``moved_at``). Objects the robot carried are never dropped by
+  the far-object filter (the robot held them: they are real).
 - Frontiers: split parts under 20 cells are dropped and parts still wider than 150 degrees
   split again (so every kept frontier meets both limits); the old-frontier "unchanged" test
   (IoU > 0.95 and < 75 cells differ, or <= 3 differ) keeps ids and snapshots, the paper's
@@ -110,8 +138,10 @@ Departures (and why)
   ``locate`` a snapshot goal farther than 1.5 m from the target object falls back to the
   one-object rule for it; an entity the map never kept but the diary knows gets a hit at the
   diary's pose.
-- Bad input: a frame with no valid depth, or with an empty instance image, is skipped for
-  geometry (still counted as seen and recorded in the diary).
+- Bad input: ``observe`` runs ``Observation.validate()`` first, so a frame changed after
+  construction into a bad one raises ``ValueError`` before anything is stored. A frame with no
+  valid depth is skipped for geometry (still counted as seen, its events still inferred and
+  recorded in the diary); a frame with no detections still updates the occupancy map.
 """
 
 from embodied_mem.memory.snapshots3d.system import Snapshots3D, Snapshots3DConfig

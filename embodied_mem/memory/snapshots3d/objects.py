@@ -12,6 +12,13 @@ Point clouds live on a global 1 cm voxel grid: per object the sorted voxel keys,
 point of each voxel and how many raw points it averages. Merging is then an insertion into
 a sorted array instead of a re-downsampling of the concatenated cloud, and neighbour
 queries use a scipy cKDTree cached per object (see ``MapObject.near``).
+
+Detections come from the robot's perception (``Observation.detections``: class-labelled masks
+with scores and the detector's attribute guesses, no identity). Beyond the paper, each map
+object keeps votes of its detections' kinds and attributes (its category is the paper's
+majority class), and what the robot's own actions did to it: ``held`` while the gripper
+carries it (it then takes no detections and no cleanup touches it), and after a release the
+cloud moved to where it was put (``move_by``, ``moved_at``).
 """
 
 from __future__ import annotations
@@ -36,10 +43,12 @@ _MASK = (1 << _BITS) - 1
 # ----------------------------------------------------------------------------------------
 @dataclass
 class Detection:
-    """One 2D detection: what a detector (or the simulator's ground truth) reports.
+    """One 2D detection as 3D-Mem's mapping takes it: a mask, a class, a confidence, a feature.
 
     ``description`` is the text whose embedding stands in for the CLIP feature (defaults to
-    ``class_name``); ``instance_id`` is the simulator's id when known (ground truth only).
+    ``class_name``); ``kind`` and ``attributes`` are the detector's guesses ("object" /
+    "receptacle", colour...); ``instance_id`` is the simulator's id, set only by the ``gt``
+    perception upper bound (kept as a diagnostic vote, never used for association).
     """
 
     mask: np.ndarray  # bool HxW
@@ -48,6 +57,7 @@ class Detection:
     description: str = ""
     instance_id: int | None = None
     attributes: dict[str, str] = field(default_factory=dict)
+    kind: str = "object"
 
     def text(self) -> str:
         return self.description or self.class_name.replace("_", " ")
@@ -56,19 +66,21 @@ class Detection:
 DetectionFn = Callable[[Observation], list[Detection]]
 
 
-def ground_truth_detections(obs: Observation) -> list[Detection]:
-    """The simulator's instance masks as detections with confidence 1.0 (0 = background)."""
-    if obs.instances is None:
-        return []
-    counts = np.bincount(obs.instances[obs.instances > 0].ravel())
-    detections = []
-    for instance_id in np.nonzero(counts)[0].tolist():
-        category = obs.labels.get(instance_id, "unknown")
-        attributes = dict(obs.attributes.get(instance_id, {}))
-        detections.append(
-            Detection(obs.instances == instance_id, category, 1.0, describe(category, attributes), int(instance_id), attributes)
+def observation_detections(obs: Observation) -> list[Detection]:
+    """The robot's perception output for one frame (``Observation.detections``) as 3D-Mem
+    detections: mask, class, score as confidence, the description of class and attributes."""
+    return [
+        Detection(
+            det.mask,
+            det.label,
+            float(det.score),
+            describe(det.label, det.attributes),
+            None if det.instance_id is None else int(det.instance_id),
+            dict(det.attributes),
+            det.kind,
         )
-    return detections
+        for det in obs.detections
+    ]
 
 
 # ----------------------------------------------------------------------------------------
@@ -123,6 +135,20 @@ def merge_voxels(
     )
 
 
+def shift_voxels(keys: np.ndarray, points: np.ndarray, counts: np.ndarray, delta: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A voxel cloud translated by ``delta``, re-binned on the grid (voxels that land in the
+    same cell average by raw counts)."""
+    if len(points) == 0:
+        return keys.copy(), points.copy(), counts.copy()
+    moved = points.astype(np.float64) + np.asarray(delta, dtype=np.float64)
+    new_keys, inverse, _ = np.unique(voxel_keys(moved, voxel), return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    weights = counts.astype(np.float64)
+    total = np.bincount(inverse, weights=weights, minlength=len(new_keys))
+    means = np.stack([np.bincount(inverse, weights=moved[:, axis] * weights, minlength=len(new_keys)) for axis in range(3)], axis=1) / total[:, None]
+    return new_keys, means.astype(np.float32), total.astype(np.int32)
+
+
 def largest_cluster(points: np.ndarray, eps: float, min_points: int) -> np.ndarray:
     """Boolean mask of the largest density cluster (DBSCAN-like), or all True.
 
@@ -174,11 +200,17 @@ class MapObject:
     num_detections: int
     conf: float  # max detection confidence
     class_votes: dict[str, int]
-    instance_votes: dict[int, int]  # our bookkeeping: the simulator ids its detections carried
+    instance_votes: dict[int, int]  # diagnostics: the simulator ids its detections carried (gt perception only)
     first_seen: float
     last_seen: float
     bbox_min: np.ndarray = field(default=None)  # type: ignore[assignment]
     bbox_max: np.ndarray = field(default=None)  # type: ignore[assignment]
+    # Our bookkeeping (not in the paper): votes of the detector's guesses, and the robot's own actions.
+    kind_votes: dict[str, int] = field(default_factory=dict)  # "object" / "receptacle" -> detections
+    attribute_votes: dict[str, dict[str, int]] = field(default_factory=dict)  # key -> value -> detections
+    held: bool = False  # the gripper carries it: its points are where it was picked from
+    grasp_point: np.ndarray | None = None  # gripper position when it was grasped (while held)
+    moved_at: float | None = None  # stamp of the last release that put it where it is
     # Neighbour index: a tree over the points when it was built plus the voxels added since.
     _tree: cKDTree | None = field(default=None, repr=False)
     _tree_size: int = field(default=0, repr=False)
@@ -197,9 +229,43 @@ class MapObject:
 
     @property
     def instance_id(self) -> int | None:
+        """Diagnostics only (gt perception): the simulator id most of its detections carried."""
         if not self.instance_votes:
             return None
         return min(self.instance_votes.items(), key=lambda item: (-item[1], item[0]))[0]
+
+    @property
+    def kind(self) -> str:
+        """Majority vote of the detections' kinds ("object" when none voted; ties: "object")."""
+        if not self.kind_votes:
+            return "object"
+        return min(self.kind_votes.items(), key=lambda item: (-item[1], item[0]))[0]
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """Per attribute the value most detections guessed (ties: alphabetical), and the kind."""
+        values = {key: min(votes.items(), key=lambda item: (-item[1], item[0]))[0] for key, votes in sorted(self.attribute_votes.items()) if votes}
+        values["kind"] = self.kind
+        return values
+
+    @property
+    def robot_moved(self) -> bool:
+        """The robot itself carried it (held now, or put it down): it is real, whatever its detections."""
+        return self.held or self.moved_at is not None
+
+    def vote(self, kind: str, attributes: dict[str, str], weight: int = 1) -> None:
+        self.kind_votes[kind] = self.kind_votes.get(kind, 0) + weight
+        for key, value in attributes.items():
+            if key == "kind":
+                continue
+            votes = self.attribute_votes.setdefault(key, {})
+            votes[value] = votes.get(value, 0) + weight
+
+    def move_by(self, delta: np.ndarray, voxel: float) -> None:
+        """The robot carried it and put it down ``delta`` away: the whole cloud goes with it."""
+        self.keys, self.points, self.counts = shift_voxels(self.keys, self.points, self.counts, delta, voxel)
+        self.forget_index()
+        self.refresh_bbox()
 
     @property
     def center(self) -> np.ndarray:
@@ -211,7 +277,8 @@ class MapObject:
         self.bbox_max = self.points.max(axis=0).astype(np.float64) + pad
 
     def nbytes(self) -> int:
-        return self.keys.nbytes + self.points.nbytes + self.counts.nbytes + self.embedding.nbytes + 160 + 24 * (len(self.class_votes) + len(self.instance_votes))
+        votes = len(self.class_votes) + len(self.instance_votes) + len(self.kind_votes) + sum(len(v) for v in self.attribute_votes.values())
+        return self.keys.nbytes + self.points.nbytes + self.counts.nbytes + self.embedding.nbytes + 200 + 24 * votes
 
     # ---------------------------------------------------------------- neighbours
     def forget_index(self) -> None:
@@ -275,6 +342,8 @@ class ProcessedDetection:
     class_name: str
     conf: float
     instance_id: int | None
+    kind: str = "object"
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 def boxes_overlap(min_a: np.ndarray, max_a: np.ndarray, mins: np.ndarray, maxs: np.ndarray) -> np.ndarray:
@@ -336,9 +405,9 @@ class ObjectMap:
     def match(self, detections: list[ProcessedDetection]) -> list[int | None]:
         """For each detection the id of the object it merges into, or None (a new object)."""
         c = self.config
-        if not self.objects or not detections:
+        ids = [i for i, obj in self.objects.items() if not obj.held]  # a carried object is not where its points are
+        if not ids or not detections:
             return [None] * len(detections)
-        ids = list(self.objects)
         mins = np.stack([self.objects[i].bbox_min for i in ids])
         maxs = np.stack([self.objects[i].bbox_max for i in ids])
         features = np.stack([self.objects[i].embedding for i in ids])
@@ -371,6 +440,7 @@ class ObjectMap:
             first_seen=stamp,
             last_seen=stamp,
         )
+        self.objects[object_id].vote(det.kind, det.attributes)
         self.dirty_denoise.add(object_id)
         self.dirty_merge.add(object_id)
         return object_id
@@ -388,6 +458,7 @@ class ObjectMap:
         obj.class_votes[det.class_name] = obj.class_votes.get(det.class_name, 0) + 1
         if det.instance_id is not None:
             obj.instance_votes[int(det.instance_id)] = obj.instance_votes.get(int(det.instance_id), 0) + 1
+        obj.vote(det.kind, det.attributes)
         obj.conf = max(obj.conf, float(det.conf))
         obj.last_seen = max(obj.last_seen, stamp)
         self.dirty_denoise.add(object_id)
@@ -404,15 +475,69 @@ class ObjectMap:
         keeper.refresh_bbox()
         keeper.embedding = _weighted_unit(keeper.embedding, keeper.num_detections, absorbed.embedding, absorbed.num_detections)
         keeper.num_detections += absorbed.num_detections
-        for votes_a, votes_b in ((keeper.class_votes, absorbed.class_votes), (keeper.instance_votes, absorbed.instance_votes)):
+        for votes_a, votes_b in ((keeper.class_votes, absorbed.class_votes), (keeper.instance_votes, absorbed.instance_votes), (keeper.kind_votes, absorbed.kind_votes)):
             for key, count in votes_b.items():
                 votes_a[key] = votes_a.get(key, 0) + count
+        for key, votes_b in absorbed.attribute_votes.items():
+            votes_a = keeper.attribute_votes.setdefault(key, {})
+            for value, count in votes_b.items():
+                votes_a[value] = votes_a.get(value, 0) + count
+        if absorbed.moved_at is not None:
+            keeper.moved_at = absorbed.moved_at if keeper.moved_at is None else max(keeper.moved_at, absorbed.moved_at)
         keeper.conf = max(keeper.conf, absorbed.conf)
         keeper.first_seen = min(keeper.first_seen, absorbed.first_seen)
         keeper.last_seen = max(keeper.last_seen, absorbed.last_seen)
         self.dirty_denoise.discard(absorbed_id)
         self.dirty_merge.discard(absorbed_id)
         self.dirty_merge.add(keeper_id)
+
+    # ---------------------------------------------------------------- the robot's own actions
+    def held_id(self) -> int | None:
+        return next((i for i, obj in self.objects.items() if obj.held), None)
+
+    def nearest_object(self, xyz: np.ndarray, radius: float) -> int | None:
+        """The map object (kind "object", not carried) whose box centre is nearest ``xyz``, within ``radius``."""
+        best, best_distance = None, radius
+        for object_id in sorted(self.objects):
+            obj = self.objects[object_id]
+            if obj.held or obj.kind != "object":
+                continue
+            distance = float(np.linalg.norm(obj.center - xyz))
+            if distance <= best_distance:
+                best, best_distance = object_id, distance
+        return best
+
+    def surface_under(self, xyz: np.ndarray, margin: float, min_detections: int) -> int | None:
+        """The receptacle whose box holds ``xyz`` in plan view, or is within ``margin`` of it
+        (the nearest box if several; inside several, the one with the nearest centre)."""
+        best, best_key = None, (np.inf, np.inf)
+        for object_id in sorted(self.objects):
+            obj = self.objects[object_id]
+            if obj.kind != "receptacle" or obj.num_detections < min_detections:
+                continue
+            gap = float(np.linalg.norm(np.clip(xyz[:2], obj.bbox_min[:2], obj.bbox_max[:2]) - xyz[:2]))
+            key = (gap, float(np.linalg.norm(obj.center[:2] - xyz[:2])))
+            if gap <= margin and key < best_key:
+                best, best_key = object_id, key
+        return best
+
+    def grasp(self, object_id: int, gripper: np.ndarray) -> None:
+        obj = self.objects[object_id]
+        obj.held, obj.grasp_point = True, np.asarray(gripper, dtype=np.float64).copy()
+        self.dirty_denoise.discard(object_id)
+        self.dirty_merge.discard(object_id)
+
+    def release(self, object_id: int, gripper: np.ndarray, stamp: float) -> None:
+        """Put the carried object down: its cloud moves with the gripper, from where it was
+        grasped to ``gripper`` (it keeps its offset from the gripper; orientation is not tracked)."""
+        obj = self.objects[object_id]
+        gripper = np.asarray(gripper, dtype=np.float64)
+        start = obj.grasp_point if obj.grasp_point is not None else obj.center
+        obj.move_by(gripper - start, self.config.voxel_size)
+        obj.held, obj.grasp_point, obj.moved_at = False, None, float(stamp)
+        obj.last_seen = max(obj.last_seen, float(stamp))
+        self.dirty_denoise.add(object_id)
+        self.dirty_merge.add(object_id)
 
     def remove(self, object_id: int) -> None:
         self.objects.pop(object_id, None)
@@ -445,7 +570,7 @@ class ObjectMap:
         removed = [
             i
             for i, obj in self.objects.items()
-            if np.linalg.norm(obj.center[:2] - agent_xy) > c.obj_include_dist and obj.num_detections < c.obj_min_detections
+            if np.linalg.norm(obj.center[:2] - agent_xy) > c.obj_include_dist and obj.num_detections < c.obj_min_detections and not obj.robot_moved
         ]
         for object_id in removed:
             self.remove(object_id)
@@ -458,7 +583,7 @@ class ObjectMap:
         tested before with the same clouds. Returns {absorbed id: keeper id}.
         """
         c = self.config
-        ids = sorted(self.objects)
+        ids = sorted(i for i, obj in self.objects.items() if not obj.held)
         if len(ids) < 2 or not self.dirty_merge:
             self.dirty_merge.clear()
             return {}

@@ -12,6 +12,7 @@ import numpy as np
 
 from embodied_mem.encoders import build_encoder
 from embodied_mem.geometry import free_space_distance
+from embodied_mem.memory.association import EventInference
 from embodied_mem.memory.base import (
     ActionDiary,
     Entity,
@@ -44,10 +45,10 @@ from embodied_mem.memory.snapshots3d.objects import (
     MapObject,
     ObjectMap,
     ProcessedDetection,
-    ground_truth_detections,
+    observation_detections,
 )
 from embodied_mem.registry import register
-from embodied_mem.types import Hit, MemoryStats, Observation, Pose, Query, Recall
+from embodied_mem.types import Event, FloorPlan, Hit, MemoryStats, Observation, Pose, Query, Recall
 
 NAME = "snapshots3d"
 
@@ -57,7 +58,7 @@ class Snapshots3DConfig:
     """3D-Mem's hyperparameters (paper / public code values unless noted in the README)."""
 
     encoder: str = "minilm"  # text encoder for the feature stand-in: minilm | gt_hash
-    # detections (ConceptGraphs' filters; ground-truth masks pass the confidence test at 1.0)
+    # detections (ConceptGraphs' filters, on the perception's masks and scores)
     det_conf_threshold: float = 0.4
     min_mask_fraction: float = 0.001  # of H * W
     min_mask_pixels: int = 25
@@ -106,6 +107,10 @@ class Snapshots3DConfig:
     final_observe_distance: float = 1.0
     goal_clearance: float = 0.3
     max_goal_distance: float = 1.5
+    # the robot's own grasps / releases, inferred from the map (our bookkeeping, not in the paper)
+    grasp_radius: float = 0.6  # a grasp takes the nearest map object whose box centre is this close to the gripper
+    surface_margin: float = 0.25  # the receptacle under the gripper: its plan-view box within this
+    surface_min_detections: int = 2  # receptacles seen fewer times are not trusted as surfaces
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -124,15 +129,16 @@ class Snapshots3DConfig:
 class Snapshots3D:
     """3D-Mem: objects, co-visibility snapshots and frontiers, built from the observation stream.
 
-    ``detector`` (default: the simulator's ground-truth masks) maps an Observation to a list of
-    ``Detection``; set it at construction or as an attribute before observing.
+    ``detector`` (default: the frame's own perception output, ``Observation.detections``) maps
+    an Observation to a list of ``objects.Detection``; set it at construction or as an
+    attribute before observing.
     """
 
     def __init__(self, config: Snapshots3DConfig | None = None, detector: DetectionFn | None = None) -> None:
         self.name = NAME
         self.config = config or Snapshots3DConfig()
         self.encoder = build_encoder(self.config.encoder)
-        self.detector: DetectionFn = detector or ground_truth_detections
+        self.detector: DetectionFn = detector or observation_detections
         self._lock = ReadWriteLock()
         self._embed_lock = threading.Lock()
         self.reset()
@@ -140,9 +146,10 @@ class Snapshots3D:
     # ------------------------------------------------------------------ protocol
     def reset(self) -> None:
         with self._lock.writing():
+            plan = self._diary.floor_plan if hasattr(self, "_diary") else None  # the map outlives a reset
             self.gate = FrameGate()
             self._diary = ActionDiary()
-            self.labels: dict[int, tuple[str, dict[str, str]]] = {}
+            self._diary.set_floor_plan(plan)
             self.map = ObjectMap(self.config)
             self.memory = SnapshotMemory(self.config.min_detection)
             self.grid = OccupancyMap(self.config.grid_resolution)
@@ -155,19 +162,36 @@ class Snapshots3D:
     def diary(self) -> ActionDiary:
         return self._diary
 
+    def set_floor_plan(self, plan: FloorPlan | None) -> None:
+        """The map the robot is deployed with: rooms for the diary (kept over ``reset``)."""
+        with self._lock.writing():
+            self._diary.set_floor_plan(plan)
+
     def observe(self, obs: Observation) -> None:
+        obs.validate()  # fields may have changed since construction: check before anything is stored
         if not self.gate.admit(obs):
             return
-        # A frame without depth, or whose instance image is empty, is skipped for geometry
-        # (the protocol's bad input); it still counts as seen and goes into the diary.
-        empty_mask = obs.instances is not None and not np.any(obs.instances)
-        view, detections = (None, []) if empty_mask else self._perceive(obs)  # pure: nothing stored yet
+        # A frame without usable depth is skipped for geometry (the protocol's bad input); it
+        # still counts as seen, and its events still go into the diary.
+        view, detections = self._perceive(obs)  # pure: nothing stored yet
         with self._lock.writing():
-            self._diary.record(obs)
-            for instance_id, category in obs.labels.items():
-                self.labels[int(instance_id)] = (category, dict(obs.attributes.get(instance_id, {})))
+            inferences: dict[int, EventInference] = {}
+            releases = [n for n, e in enumerate(obs.events) if e.kind == "release"]
+            grasps = [n for n, e in enumerate(obs.events) if e.kind == "grasp"]
+            # The frame of a release shows the object where it was put, so the map moves it
+            # first and the frame's detection of it merges there; the frame of a grasp still
+            # shows it where it stood, so it is merged before the gripper takes it.
+            moved = set()
+            for n in releases:
+                inferences[n] = self._release(obs.events[n])
+                if inferences[n].object_id is not None:
+                    moved.add(inferences[n].object_id)
             if view is not None:
-                self._integrate(obs, view, detections)
+                self._integrate(obs, view, detections, moved)
+            for n in grasps:
+                inferences[n] = self._grasp(obs.events[n])
+            ordered = [inferences[n] for n in sorted(inferences)]
+            self._diary.record(obs.frame_id, obs.stamp, obs.day, obs.pose, ordered, self._label_of)
             self.gate.commit(obs)
 
     def recall(self, query: Query) -> Recall:
@@ -183,7 +207,6 @@ class Snapshots3D:
                 + self.memory.nbytes()
                 + self.grid.nbytes()
                 + self.frontiers.nbytes()
-                + 200 * len(self.labels)
                 + 200 * (len(self._diary.entries) + len(self._diary.stays))
             )
             return MemoryStats(items=len(self.memory.snapshots), bytes=int(total), frames_seen=self.gate.frames_seen)
@@ -233,7 +256,10 @@ class Snapshots3D:
         for det, (keys, points, counts), feature in zip(kept, clouds, features):
             half = c.voxel_size / 2
             detections.append(
-                ProcessedDetection(keys, points, counts, points.min(axis=0) - half, points.max(axis=0) + half, feature, det.class_name, float(det.confidence), det.instance_id)
+                ProcessedDetection(
+                    keys, points, counts, points.min(axis=0) - half, points.max(axis=0) + half, feature,
+                    det.class_name, float(det.confidence), det.instance_id, det.kind, dict(det.attributes),
+                )
             )
         return view, detections
 
@@ -244,11 +270,15 @@ class Snapshots3D:
         with self._embed_lock:
             return np.asarray(self.encoder.encode(texts), dtype=np.float32)
 
-    def _integrate(self, obs: Observation, view: ViewPoints, detections: list[ProcessedDetection]) -> None:
-        """One step of ``update_scene_graph`` + cleanup + TSDF + ``update_snapshots`` + frontiers."""
+    def _integrate(self, obs: Observation, view: ViewPoints, detections: list[ProcessedDetection], moved: set[int] = frozenset()) -> None:
+        """One step of ``update_scene_graph`` + cleanup + TSDF + ``update_snapshots`` + frontiers.
+
+        ``moved``: objects the robot put down in this frame; the frame is a view of them
+        (the robot looks at where it puts a thing), detected or not.
+        """
         c = self.config
         agent_xy = obs.pose.position[:2].copy()
-        seen: dict[int, float] = {}
+        seen: dict[int, float] = {i: self.map.objects[i].conf for i in moved if i in self.map.objects}
         added = []
         for det, match in zip(detections, self.map.match(detections)):
             if match is None:
@@ -281,27 +311,65 @@ class Snapshots3D:
         self.memory.remove_objects(removed)
         for absorbed, keeper in merged.items():
             self.memory.remap_object(absorbed, keeper)
+            self._remap_diary(absorbed, keeper)
         self.pending |= (denoised | set(merged.values())) & set(self.map.objects)
+
+    def _remap_diary(self, absorbed: int, keeper: int) -> None:
+        """The diary names map objects: a merged one is now called by its keeper's id."""
+        for entry in self._diary.entries:
+            if entry.object_id == absorbed:
+                entry.object_id = keeper
+            if entry.receptacle_id == absorbed:
+                entry.receptacle_id = keeper
+
+    # ------------------------------------------------------------------ the robot's own actions
+    def _grasp(self, event: Event) -> EventInference:
+        """The gripper closed: it took the nearest map object; the receptacle under it is where from."""
+        c = self.config
+        gripper = event.gripper_pose.position
+        receptacle_id = self.map.surface_under(gripper, c.surface_margin, c.surface_min_detections)
+        previous = self.map.held_id()
+        if previous is not None:  # a release we never heard of: it stays where it was seen
+            self.map.objects[previous].held, self.map.objects[previous].grasp_point = False, None
+        object_id = self.map.nearest_object(gripper, c.grasp_radius)
+        if object_id is not None:
+            self.map.grasp(object_id, gripper)
+        return EventInference("grasp", event.stamp, object_id, receptacle_id)
+
+    def _release(self, event: Event) -> EventInference:
+        """The gripper opened: the carried map object is now at the gripper, on the receptacle under it.
+
+        Its old views are stale (it is no longer there), so it leaves every frame and snapshot
+        and is re-clustered from the frames that see it at its new place (this one first).
+        """
+        c = self.config
+        gripper = event.gripper_pose.position
+        object_id = self.map.held_id()
+        receptacle_id = self.map.surface_under(gripper, c.surface_margin, c.surface_min_detections)
+        if object_id is not None:
+            self.map.release(object_id, gripper, event.stamp)
+            self.memory.remove_objects([object_id])
+            self.pending.add(object_id)
+        return EventInference("release", event.stamp, object_id, receptacle_id)
+
+    def _label_of(self, object_id: int) -> tuple[str, dict[str, str]]:
+        """What the memory believes an entity (a map object) is: its majority class and attributes."""
+        obj = self.map.objects.get(int(object_id))
+        return ("unknown", {}) if obj is None else (obj.class_name, obj.attributes)
 
     # ------------------------------------------------------------------ oracle track
     def catalog(self) -> list[Entity]:
-        """One entity per simulator id voted by map objects: the most recently seen object."""
-        newest: dict[int, MapObject] = {}
-        for obj in self.map.objects.values():
-            entity_id = self._entity_id(obj)
-            best = newest.get(entity_id)
-            if best is None or (obj.last_seen, obj.num_detections) > (best.last_seen, best.num_detections):
-                newest[entity_id] = obj
+        """Every map object a snapshot may hold (or the robot itself carried): its id, the
+        majority kind, class and attributes of its detections, its box and when last seen."""
         entities = []
-        for entity_id, obj in newest.items():
-            attributes = dict(self.labels.get(obj.instance_id, ("", {}))[1]) if obj.instance_id is not None else {}
-            entities.append(Entity(entity_id, attributes.get("kind", "object"), obj.class_name, attributes, obj.center.copy(), obj.last_seen))
+        for object_id in sorted(self.map.objects):
+            obj = self.map.objects[object_id]
+            if obj.num_detections < self.config.min_detection and not obj.robot_moved:
+                continue
+            attributes = obj.attributes
+            box = (obj.bbox_min.copy(), obj.bbox_max.copy())
+            entities.append(Entity(object_id, obj.kind, obj.class_name, attributes, obj.center.copy(), obj.last_seen, box))
         return entities
-
-    @staticmethod
-    def _entity_id(obj: MapObject) -> int:
-        """The simulator id the object's detections voted for; objects without one get -(id + 1)."""
-        return obj.instance_id if obj.instance_id is not None else -(obj.object_id + 1)
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
@@ -309,42 +377,53 @@ class Snapshots3D:
                 Hit(stay.frame_id, stay.start, stay.pose, None, None, 1.0 / (rank + 1), self.name, {"room": stay.room})
                 for rank, stay in enumerate(goal.rooms)
             ]
-        by_entity: dict[int, list[MapObject]] = {}
-        for obj in self.map.objects.values():
-            by_entity.setdefault(self._entity_id(obj), []).append(obj)
-        newest, older, unseen = [], [], []
-        for entity_id in goal.entity_ids:
-            ranked = sorted(by_entity.get(entity_id, []), key=lambda o: (-o.last_seen, -o.num_detections, o.object_id))
-            newest += [(entity_id, o) for o in ranked[:1]]
-            older += [(entity_id, o) for o in ranked[1:]]  # where it was before it moved
-            if not ranked and goal.interaction_poses.get(entity_id):
-                unseen.append(entity_id)
         owner = self.memory.owner()
         hits = []
-        for rank, (entity_id, obj) in enumerate(newest + older):
-            hit = self._object_hit(entity_id, obj, owner.get(obj.object_id), query, 1.0 / (rank + 1))
+        for entity_id in dict.fromkeys(goal.entity_ids):
+            obj = self.map.objects.get(entity_id)
             poses = goal.interaction_poses.get(entity_id)
-            if poses:  # the robot stood right there when it picked from / placed on it
-                hit.agent_pose = poses[-1][0]
-            hit.evidence["stale"] = rank >= len(newest)
+            score = 1.0 / (len(hits) + 1)
+            if obj is None:
+                if poses:  # not in the map (any more), but the diary knows where the robot stood
+                    pose, frame_id, stamp = poses[-1]
+                    hits.append(Hit(frame_id, stamp, pose, None, entity_id, score, self.name, {"from": "diary"}))
+                continue
+            hit = self._object_hit(entity_id, obj, owner.get(entity_id), query, score)
+            if poses:  # the robot stood right there, looking at it, when it picked from / placed on it
+                hit.agent_pose, hit.frame_id, hit.stamp = poses[-1]
+                hit.evidence["from"] = "diary"
             hits.append(hit)
-        for entity_id in unseen:  # not in the map, but the diary knows where the robot stood
-            pose, frame_id, stamp = goal.interaction_poses[entity_id][-1]
-            hits.append(Hit(frame_id, stamp, pose, None, entity_id, 1.0 / (len(hits) + 1), self.name, {"from": "diary"}))
         return hits
 
     def _object_hit(self, entity_id: int, obj: MapObject, snapshot_id: int | None, query: Query, score: float) -> Hit:
+        """The snapshot holding the object (its frame saw it), with the paper's goal pose.
+
+        An object in no snapshot (fewer detections than ``min_detection``) is answered with the
+        newest candidate frame that saw it; one the robot put down and no frame has seen since,
+        with the frame of that release (the robot looked at where it put it).
+        """
         target = obj.center.copy()
         frame = self.memory.frames.get(snapshot_id) if snapshot_id is not None else None
+        if frame is None:
+            holders = [self.memory.frames[f] for f in self.memory.object_frames.get(entity_id, ()) if f in self.memory.frames]
+            frame = max(holders, key=lambda f: (f.stamp, f.frame_id), default=None)
         toward = query.near.position[:2] if query.near is not None else (frame.obs_point if frame is not None else target[:2])
         goal_xy = None
-        if frame is not None:
-            goal_xy = self._snapshot_goal(self.memory.snapshots[snapshot_id], frame, toward)
+        if frame is not None and frame.frame_id in self.memory.snapshots:
+            goal_xy = self._snapshot_goal(self.memory.snapshots[frame.frame_id], frame, toward)
         if goal_xy is None or np.linalg.norm(goal_xy - target[:2]) > self.config.max_goal_distance:
             goal_xy = self._single_goal(target[:2], toward)  # the snapshot's goal is too far from this object
         pose = self._facing(goal_xy, target) if goal_xy is not None else (frame.pose if frame is not None else None)
+        frame_id, stamp = (frame.frame_id, frame.stamp) if frame is not None else (None, obj.last_seen)
+        if frame is None and obj.moved_at is not None:
+            place = next((e for e in reversed(self._diary.entries) if e.kind == "place" and e.object_id == entity_id), None)
+            if place is not None:
+                frame_id, stamp = place.frame_id, place.stamp
+                pose = pose if pose is not None else place.pose
         evidence = {"map_object": obj.object_id, "snapshot": snapshot_id, "last_seen": obj.last_seen, "detections": obj.num_detections}
-        return Hit(snapshot_id, frame.stamp if frame is not None else obj.last_seen, pose, target, entity_id, score, self.name, evidence)
+        if obj.moved_at is not None:
+            evidence["moved_at"] = obj.moved_at
+        return Hit(frame_id, stamp, pose, target, entity_id, score, self.name, evidence)
 
     def distance_from(self, near: Pose):
         """Travel distance over this memory's own occupancy map (the paper plans on its TSDF map)."""
@@ -384,8 +463,7 @@ class Snapshots3D:
 
     # ------------------------------------------------------------------ language track
     def description(self, obj: MapObject) -> str:
-        attributes = self.labels.get(obj.instance_id, ("", {}))[1] if obj.instance_id is not None else {}
-        return describe(obj.class_name, attributes)
+        return describe(obj.class_name, obj.attributes)
 
     def prefilter(self, text: str, classes: set[str]) -> list[str]:
         """Stand-in for the GPT-4o prefilter: the seen classes closest to the query, best first.
@@ -428,7 +506,7 @@ class Snapshots3D:
             goal_xy = self._snapshot_goal(snapshot, frame, toward)
             pose = self._facing(goal_xy, obj.center) if goal_xy is not None else frame.pose
             evidence = {"classes": sorted(selected.intersection(classes[snapshot.frame_id])), "map_object": obj.object_id, "description": self.description(obj)}
-            hits.append(Hit(snapshot.frame_id, frame.stamp, pose, obj.center.copy(), obj.instance_id, score, self.name, evidence))
+            hits.append(Hit(snapshot.frame_id, frame.stamp, pose, obj.center.copy(), obj.object_id, score, self.name, evidence))
         return hits
 
     # ------------------------------------------------------------------ pictures
@@ -502,15 +580,19 @@ class Snapshots3D:
                 "config": asdict(self.config),
                 "gate": self.gate.to_dict(),
                 "diary": self._diary.to_dict(),
-                "labels": {str(k): [c, a] for k, (c, a) in self.labels.items()},
                 "objects": [
                     {
                         "num_detections": o.num_detections,
                         "conf": o.conf,
                         "class_votes": o.class_votes,
                         "instance_votes": {str(k): v for k, v in o.instance_votes.items()},
+                        "kind_votes": o.kind_votes,
+                        "attribute_votes": o.attribute_votes,
                         "first_seen": o.first_seen,
                         "last_seen": o.last_seen,
+                        "held": o.held,
+                        "grasp_point": None if o.grasp_point is None else o.grasp_point.tolist(),
+                        "moved_at": o.moved_at,
                     }
                     for o in objects
                 ],
@@ -543,7 +625,7 @@ class Snapshots3D:
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"corrupt {self.name} checkpoint {directory}: {error!r}") from error
         with self._lock.writing():  # swap in only once everything parsed
-            (self.gate, self._diary, self.labels, self.map, self.memory, self.grid, self.frontiers, self.processed, self.pending) = parsed
+            (self.gate, self._diary, self.map, self.memory, self.grid, self.frontiers, self.processed, self.pending) = parsed
             self._stand = None
 
     def _parse(self, state: dict, arrays: dict[str, np.ndarray]):
@@ -554,7 +636,6 @@ class Snapshots3D:
         gate.load_dict(state["gate"])
         diary = ActionDiary()
         diary.load_dict(state["diary"])
-        labels = {int(k): (str(c), dict(a)) for k, (c, a) in state["labels"].items()}
         object_map = ObjectMap(self.config)
         ids, sizes = arrays["object_ids"], arrays["object_sizes"]
         boxes = arrays["object_boxes"]
@@ -581,7 +662,14 @@ class Snapshots3D:
                 last_seen=float(meta["last_seen"]),
                 bbox_min=boxes[n, :3].copy(),
                 bbox_max=boxes[n, 3:].copy(),
+                kind_votes={str(k): int(v) for k, v in meta["kind_votes"].items()},
+                attribute_votes={str(k): {str(a): int(b) for a, b in v.items()} for k, v in meta["attribute_votes"].items()},
+                held=_flag(meta["held"]),
+                grasp_point=None if meta["grasp_point"] is None else _xyz(meta["grasp_point"]),
+                moved_at=None if meta["moved_at"] is None else float(meta["moved_at"]),
             )
+        if sum(o.held for o in object_map.objects.values()) > 1:
+            raise ValueError("more than one object is held")
         object_map.next_id = int(state["next_object_id"])
         object_map.dirty_denoise = {int(i) for i in state["dirty_denoise"]}
         object_map.dirty_merge = {int(i) for i in state["dirty_merge"]}
@@ -622,7 +710,20 @@ class Snapshots3D:
             )
         frontier_map.next_id = int(state["next_frontier_id"])
         pending = {int(i) for i in state["pending"]}
-        return gate, diary, labels, object_map, memory, grid, frontier_map, int(state["processed"]), pending
+        return gate, diary, object_map, memory, grid, frontier_map, int(state["processed"]), pending
+
+
+def _flag(value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true / false, got {value!r}")
+    return value
+
+
+def _xyz(value) -> np.ndarray:
+    point = np.asarray(value, dtype=np.float64)
+    if point.shape != (3,) or not np.all(np.isfinite(point)):
+        raise ValueError(f"expected a finite (x, y, z), got {value!r}")
+    return point
 
 
 def _to_world(obs: Observation, world_T_camera: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
