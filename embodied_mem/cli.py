@@ -31,6 +31,8 @@ Hydra overrides, e.g.:
   memory=<name>            memory system: {memories}
   track=oracle|language    oracle: the memory gets the structured task; language: text only
   sim=embedded|embedded_small   the default CPU simulator, full size or small and fast
+  perception=detector|gt   detector (default): per-frame masks, no ids, noise and drift;
+                           gt: the simulator's ids and exact pose (an UPPER BOUND, named so)
   encoder=minilm|gt_hash   override every memory's text encoder (default: the memory's own)
   eval.episodes=N          episodes (seed, seed+1, ...)     seed=S
   sim.history.days=N       days the robot lives before the tasks (FindingDory: 1)
@@ -39,6 +41,8 @@ Hydra overrides, e.g.:
   run_name=NAME output_dir=DIR        where results go (default outputs/<memory>-<track>-<time>)
   eval.progress=false      no progress bars
   compare.memories=[a,b] compare.tracks=[oracle] compare.docs=docs/results.md   (compare)
+  compare.floors=[diary_only,stay,chance]   floors run beside the systems (default: all three)
+  compare.perceptions=[detector,gt]          perception modes compared on the same seeds
 
 Unknown keys are errors: `memory.foo=1` is refused by Hydra, `+memory.foo=1` by the memory.
 Print the full config with: embodied-mem config [overrides]
@@ -67,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(EVAL_HELP.format(verb=verb, memories=", ".join(names("memory"))))
         print(f"{verb}: {VERBS[verb]}")
         return 0
+    _OVERRIDES[:] = rest
     try:
         cfg = compose(rest)
         if verb == "config":
@@ -125,6 +130,7 @@ def run_spec(cfg, memories: list[dict], tracks: list[str]):
     from embodied_mem.sim.embedded.env import EnvConfig
     from embodied_mem.sim.embedded.episode import EmbeddedSimConfig
     from embodied_mem.sim.embedded.oracle import HistoryConfig
+    from embodied_mem.sim.embedded.perception import PerceptionConfig
     from embodied_mem.sim.embedded.world import WorldConfig
     from embodied_mem.sim.tasks.generator import TaskConfig
 
@@ -134,8 +140,14 @@ def run_spec(cfg, memories: list[dict], tracks: list[str]):
     sim = OmegaConf.to_container(cfg.sim, resolve=True)
     if sim.pop("name") != "embedded":
         raise ValueError("only sim=embedded runs on this machine; the Habitat adapter needs habitat-sim (GPU machines)")
+    perception = make_config(PerceptionConfig, OmegaConf.to_container(cfg.perception, resolve=True), "perception")
     world = make_config(WorldConfig, {**sim["world"], "room_size": tuple(sim["world"]["room_size"]), "receptacles_per_room": tuple(sim["world"]["receptacles_per_room"])}, "sim.world")
-    sim_config = EmbeddedSimConfig(world=world, env=make_config(EnvConfig, sim["env"], "sim.env"), history=make_config(HistoryConfig, sim["history"], "sim.history"))
+    sim_config = EmbeddedSimConfig(
+        world=world,
+        env=make_config(EnvConfig, sim["env"], "sim.env"),
+        history=make_config(HistoryConfig, sim["history"], "sim.history"),
+        perception=perception,
+    )
     task = make_config(TaskConfig, OmegaConf.to_container(cfg.task, resolve=True), "task")
     agent = make_config(AgentConfig, OmegaConf.to_container(cfg.eval.agent, resolve=True), "eval.agent")
     if int(cfg.eval.episodes) < 1:
@@ -192,20 +204,24 @@ def cmd_compare(cfg) -> int:
     from embodied_mem.eval.report import plot_comparison, provenance, table, write_run
     from embodied_mem.eval.runner import run, summarize
 
-    memories = [memory_config(cfg, str(name)) for name in cfg.compare.memories]
+    names = list(dict.fromkeys([str(n) for n in cfg.compare.memories] + [str(n) for n in cfg.compare.floors]))
+    memories = [memory_config(cfg, name) for name in names]
     _check_memories(memories)
     tracks = [str(t) for t in cfg.compare.tracks]
-    spec = run_spec(cfg, memories, tracks)
     out = _output_dir(cfg, "compare")
-    results = run(spec)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    summaries = []
-    for track in tracks:
-        for memory in memories:
-            result = results[(memory["name"], track)]
-            summary = summarize(result, spec, config)
-            write_run(out / f"{memory['name']}-{track}", result, summary)
-            summaries.append(summary)
+    summaries, spec = [], None
+    for mode in [str(m) for m in cfg.compare.perceptions]:
+        # Each perception mode is its own stream of the same seeds: the group's YAML, as `perception=<mode>`.
+        mode_cfg = compose(_overrides_without_perception() + [f"perception={mode}"])
+        spec = run_spec(mode_cfg, memories, tracks)
+        results = run(spec)
+        config = OmegaConf.to_container(mode_cfg, resolve=True)
+        for track in tracks:
+            for memory in memories:
+                result = results[(memory["name"], track)]
+                summary = summarize(result, spec, config)
+                write_run(out / f"{memory['name']}-{track}-{mode}", result, summary)
+                summaries.append(summary)
     print(table(summaries))
     plot_comparison(out / "comparison.png", summaries)
     document = comparison_markdown(summaries, spec, cfg, provenance(), "comparison.png")
@@ -218,8 +234,15 @@ def cmd_compare(cfg) -> int:
         docs.write_text(comparison_markdown(summaries, spec, cfg, provenance(), image.name))
         print(f"wrote {docs} and {image}")
     (out / "summaries.json").write_text(json.dumps(summaries, indent=1, default=str))
-    print(f"\nwrote {out}/comparison.md, comparison.png and one folder per memory and track")
+    print(f"\nwrote {out}/comparison.md, comparison.png and one folder per memory, track and perception")
     return 0
+
+
+_OVERRIDES: list[str] = []  # the command line's overrides, kept for per-mode re-composition
+
+
+def _overrides_without_perception() -> list[str]:
+    return [o for o in _OVERRIDES if not o.lstrip("+~").startswith("perception")]
 
 
 def comparison_markdown(summaries, spec, cfg, where: dict, image: str) -> str:
@@ -231,8 +254,16 @@ def comparison_markdown(summaries, spec, cfg, where: dict, image: str) -> str:
         f"Produced by `{command}` at commit `{where['commit']}` on {where['machine']}.\n"
         f"{spec.episodes} episode(s), seeds {spec.seed}..{spec.seed + spec.episodes - 1}; "
         f"{spec.sim.history.days} day(s) of history, {spec.sim.history.rearrangements_per_day} rearrangements a day, "
-        f"{spec.sim.env.width}x{spec.sim.env.height} images. Success is FindingDory's predicate where the oracle navigator "
-        "stopped; high-level accuracy teleports to the memory's chosen pose. Per-category cells are success rates.\n\n"
+        f"{spec.sim.env.width}x{spec.sim.env.height} images.\n\n"
+        "- **success**: FindingDory's low-level predicate (objects: geodesic <= 2 m to the snapped position, "
+        "|angle| <= pi/4, visible >= 0.1 %; receptacles: <= 0.1 m to a viewpoint that sees it) where the oracle "
+        "navigator stopped, within 1000 actions; single-goal tasks checked at every action.\n"
+        "- **high-level**: the memory names history frame ids; the robot is teleported to their true poses "
+        "(invalid ids fail); `dtg` drops the visibility check, `sem_cov` the distance check.\n"
+        "- **perception**: `detector` = per-frame masks without ids, misses, false positives, confusion, depth noise "
+        "and pose drift (what a robot has); `gt` = the simulator's ids and exact pose, an **upper bound**.\n"
+        "- **floors** (`diary_only`, `stay`, `chance`) sit beside every system: a number a floor also reaches "
+        "measures nothing. Per-category cells are success rates.\n\n"
         + markdown_table(summaries)
         + f"\n\n![success by category]({image})\n"
     )

@@ -70,7 +70,7 @@ def replace_observation(obs: Observation, **changes) -> Observation:
     return replace(obs, events=events, **changes)
 
 
-def memory_scaling(names: list[str], counts: list[int], observations, tasks, final_pose, encoder: str | None, progress: bool) -> list[dict]:
+def memory_scaling(names: list[str], counts: list[int], observations, tasks, final_pose, encoder: str | None, progress: bool, floor_plan=None) -> list[dict]:
     rows = []
     queries = [Query(t.instruction, k=5, near=final_pose, constraints=t.constraints) for t in tasks]
     queries += [Query(t.instruction, k=5, near=final_pose) for t in tasks]
@@ -80,6 +80,8 @@ def memory_scaling(names: list[str], counts: list[int], observations, tasks, fin
             if encoder:
                 options["encoder"] = encoder
             memory = build("memory", options)
+            if floor_plan is not None and hasattr(memory, "set_floor_plan"):
+                memory.set_floor_plan(floor_plan)
             ingest = 0.0
             for obs in tqdm(replayed(observations, count), total=count, desc=f"{name} x{count}", disable=not progress, leave=False):
                 started = time.perf_counter()
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_memory:
         episode, observations, tasks = record(args.seed, args.size[0], args.size[1], progress)
         print(f"\nrecorded {len(observations)} observations ({args.size[0]}x{args.size[1]}), {len(tasks)} tasks as queries (both tracks)")
-        results["memory"] = memory_scaling(args.memories, sorted(args.frames), observations, tasks, episode.final_pose, args.encoder, progress)
+        results["memory"] = memory_scaling(args.memories, sorted(args.frames), observations, tasks, episode.final_pose, args.encoder, progress, episode.floor_plan())
         print_memory(results["memory"], args.memories[0])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))

@@ -33,7 +33,9 @@ def write_run(directory: Path, result: RunResult, summary: dict) -> None:
 def plot_run(path: Path, result: RunResult, summary: dict) -> None:
     """Four panels: success by category, recall latency, memory over the history, overview."""
     figure, axes = plt.subplots(2, 2, figsize=(13, 9))
-    title = f"{summary['memory']} | {summary['track']} track | {summary['episodes']} episode(s), {summary['tasks']} tasks"
+    mode = summary.get("perception", "?")
+    bound = " (UPPER BOUND)" if mode == "gt" else ""
+    title = f"{summary['memory']} | {summary['track']} track | perception {mode}{bound} | {summary['episodes']} episode(s), {summary['tasks']} tasks"
     figure.suptitle(title, fontsize=13)
 
     ax = axes[0, 0]
@@ -89,9 +91,18 @@ def plot_run(path: Path, result: RunResult, summary: dict) -> None:
     plt.close(figure)
 
 
+FLOORS = ("diary_only", "stay", "chance")
+
+
+def _label(summary: dict) -> str:
+    """A run's name in a table, its perception mode always in it (gt is an upper bound)."""
+    mode = summary.get("perception", "?")
+    return f"{summary['memory']}/{summary['track']}/{mode}" + (" (UB)" if mode == "gt" else "")
+
+
 def table(summaries: list[dict]) -> str:
     """A plain-text table: one column per run, one row per category and metric."""
-    headers = [f"{s['memory']}/{s['track']}" for s in summaries]
+    headers = [_label(s) for s in summaries]
     width = max([12] + [len(h) for h in headers]) + 2
     categories = [c for c in CATEGORIES if any(c in s["by_category"] for s in summaries)]
     rows = [("category", headers)]
@@ -101,6 +112,7 @@ def table(summaries: list[dict]) -> str:
     metrics = [
         ("success rate", lambda s: _percent(s["success_rate"])),
         ("high-level accuracy", lambda s: _percent(s["high_level_accuracy"])),
+        ("  HL dtg / sem_cov", lambda s: f"{_percent(s.get('high_level_dtg'))} / {_percent(s.get('high_level_sem_cov'))}"),
         ("SPL", lambda s: f"{s['spl']:.3f}"),
         ("ingest frames/s", lambda s: f"{s['ingest_fps']:.1f}"),
         ("recall p50 ms", lambda s: f"{s['recall_ms_p50']:.2f}"),
@@ -113,41 +125,56 @@ def table(summaries: list[dict]) -> str:
 
 
 def markdown_table(summaries: list[dict]) -> str:
-    headers = [f"{s['memory']} ({s['track']})" for s in summaries]
-    categories = [c for c in CATEGORIES if any(c in s["by_category"] for s in summaries)]
-    lines = ["| | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(summaries)]
-    for category in categories:
-        lines.append(f"| {category} | " + " | ".join(_percent(s["by_category"].get(category)) for s in summaries) + " |")
-    lines.append("| **success rate** | " + " | ".join(f"**{_percent(s['success_rate'])}**" for s in summaries) + " |")
-    lines.append("| high-level accuracy | " + " | ".join(_percent(s["high_level_accuracy"]) for s in summaries) + " |")
-    lines.append("| SPL | " + " | ".join(f"{s['spl']:.3f}" for s in summaries) + " |")
-    lines.append("| ingest (frames/s) | " + " | ".join(f"{s['ingest_fps']:.0f}" for s in summaries) + " |")
-    lines.append("| recall p50 / p95 (ms) | " + " | ".join(f"{s['recall_ms_p50']:.1f} / {s['recall_ms_p95']:.1f}" for s in summaries) + " |")
-    lines.append("| memory (MB) | " + " | ".join(f"{s['memory_bytes'] / 1e6:.2f}" for s in summaries) + " |")
-    return "\n".join(lines)
+    """One table per perception mode and track: systems, then the floors beside them."""
+    blocks = []
+    groups = list(dict.fromkeys((s.get("perception", "?"), s["track"]) for s in summaries))
+    for mode, track in groups:
+        runs = [s for s in summaries if s.get("perception", "?") == mode and s["track"] == track]
+        runs.sort(key=lambda s: s["memory"] in FLOORS)  # systems first, floors last (stable)
+        title = f"### {track} track, perception `{mode}`" + (" (upper bound)" if mode == "gt" else "")
+        headers = [s["memory"] + (" *(floor)*" if s["memory"] in FLOORS else "") for s in runs]
+        categories = [c for c in CATEGORIES if any(c in s["by_category"] for s in runs)]
+        lines = [title, "", "| | " + " | ".join(headers) + " |", "|---|" + "---:|" * len(runs)]
+        for category in categories:
+            lines.append(f"| {category} | " + " | ".join(_percent(s["by_category"].get(category)) for s in runs) + " |")
+        lines.append("| **success rate** | " + " | ".join(f"**{_percent(s['success_rate'])}**" for s in runs) + " |")
+        lines.append("| high-level accuracy | " + " | ".join(_percent(s["high_level_accuracy"]) for s in runs) + " |")
+        lines.append("| HL dtg / sem_cov | " + " | ".join(f"{_percent(s.get('high_level_dtg'))} / {_percent(s.get('high_level_sem_cov'))}" for s in runs) + " |")
+        lines.append("| SPL | " + " | ".join(f"{s['spl']:.3f}" for s in runs) + " |")
+        lines.append("| ingest (frames/s) | " + " | ".join(f"{s['ingest_fps']:.0f}" for s in runs) + " |")
+        lines.append("| recall p50 / p95 (ms) | " + " | ".join(f"{s['recall_ms_p50']:.1f} / {s['recall_ms_p95']:.1f}" for s in runs) + " |")
+        lines.append("| memory (MB) | " + " | ".join(f"{s['memory_bytes'] / 1e6:.2f}" for s in runs) + " |")
+        lines.append("| tasks | " + " | ".join(str(s["tasks"]) for s in runs) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def plot_comparison(path: Path, summaries: list[dict]) -> None:
-    """Success by category, one panel per track, one bar per memory."""
+    """Success by category, one panel per track and perception mode, one bar per memory
+    (floors hatched)."""
     categories = [c for c in CATEGORIES if any(c in s["by_category"] for s in summaries)]
-    tracks = list(dict.fromkeys(s["track"] for s in summaries))
+    panels = list(dict.fromkeys((s["track"], s.get("perception", "?")) for s in summaries))
     memories = list(dict.fromkeys(s["memory"] for s in summaries))
-    colors = {m: plt.cm.tab10(i) for i, m in enumerate(memories)}
-    figure, axes = plt.subplots(len(tracks), 1, figsize=(14, 4.2 * len(tracks)), squeeze=False)
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(memories)}
+    figure, axes = plt.subplots(len(panels), 1, figsize=(15, 4.2 * len(panels)), squeeze=False)
     width = 0.8 / max(1, len(memories))
     x = np.arange(len(categories) + 1)
-    for ax, track in zip(axes[:, 0], tracks):
+    for ax, (track, mode) in zip(axes[:, 0], panels):
         for number, memory in enumerate(memories):
-            summary = next((s for s in summaries if s["track"] == track and s["memory"] == memory), None)
+            summary = next((s for s in summaries if s["track"] == track and s.get("perception", "?") == mode and s["memory"] == memory), None)
             if summary is None:
                 continue
             values = [summary["by_category"].get(c, 0.0) for c in categories] + [summary["success_rate"]]
-            ax.bar(x + number * width - 0.4 + width / 2, values, width, color=colors[memory], label=f"{memory} ({_percent(summary['success_rate'])})")
+            floor = memory in FLOORS
+            ax.bar(
+                x + number * width - 0.4 + width / 2, values, width, color=colors[memory], hatch="//" if floor else None,
+                edgecolor="white" if floor else None, label=f"{memory}{' (floor)' if floor else ''} ({_percent(summary['success_rate'])})",
+            )
         ax.set_xticks(x, categories + ["ALL"], rotation=25, ha="right")
         ax.axvline(len(categories) - 0.5, color="#999", linewidth=0.8)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("success rate")
-        ax.set_title(f"{track} track")
+        ax.set_title(f"{track} track, perception {mode}" + (" (upper bound)" if mode == "gt" else ""))
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
@@ -170,4 +197,5 @@ def provenance() -> dict:
 
 
 def _percent(value: float | None) -> str:
+    """A rate as a whole percentage; "-" where there is none."""
     return "-" if value is None else f"{100 * value:.0f}%"

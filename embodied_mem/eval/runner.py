@@ -95,6 +95,12 @@ class RunResult:
     ingest: list[SystemRun] = field(default_factory=list)
 
 
+def deploy(system, episode) -> None:
+    """Give a memory what a deployed robot has besides its stream: the floor plan (named rooms)."""
+    if hasattr(system, "set_floor_plan"):
+        system.set_floor_plan(episode.floor_plan())
+
+
 def memory_label(config: dict) -> str:
     return str(config["name"])
 
@@ -111,8 +117,7 @@ def run(spec: RunSpec, on_episode: Callable[[int], None] | None = None) -> dict[
         episode = EmbeddedEpisode(spec.sim, seed)
         systems = {label: build("memory", dict(config)) for label, config in zip(labels, spec.memories)}
         for system in systems.values():
-            if hasattr(system, "set_floor_plan"):
-                system.set_floor_plan(episode.floor_plan())
+            deploy(system, episode)
         ingests = ingest(episode, systems, spec, index)
         tasks = episode.tasks(spec.tasks)
         for label, system in systems.items():

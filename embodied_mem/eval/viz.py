@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from embodied_mem.eval.runner import RunSpec  # noqa: E402
+from embodied_mem.eval.runner import RunSpec, deploy  # noqa: E402
 from embodied_mem.registry import build  # noqa: E402
 from embodied_mem.sim.embedded.episode import EmbeddedEpisode  # noqa: E402
 from embodied_mem.sim.embedded.plot import draw_floor_plan, draw_trajectory  # noqa: E402
@@ -21,6 +21,8 @@ def _lived(spec: RunSpec, memory_configs: list[dict]):
     """One episode (seed ``spec.seed``) streamed into fresh memories: (episode, memories, last observation)."""
     episode = EmbeddedEpisode(spec.sim, spec.seed)
     memories = [build("memory", dict(config)) for config in memory_configs]
+    for memory in memories:
+        deploy(memory, episode)
     last = None
     names = ", ".join(memory.name for memory in memories)
     for obs in tqdm(episode.history(), desc=f"{names}: history", unit="frame", disable=not spec.progress):
@@ -45,7 +47,8 @@ def visualize(spec: RunSpec, memory_config: dict, out: Path, save_checkpoint: bo
     plan.set_title(f"{memory.name}: what it remembers after {stats.frames_seen} frames ({stats.items} items, {stats.bytes / 1e6:.2f} MB)")
     if last is not None:
         view.imshow(last.rgb)
-        view.set_title(f"last camera frame ({last.room or '?'}, day {last.day})")
+        room = episode.floor_plan().room_at(last.pose.position)
+        view.set_title(f"last camera frame ({room or '?'}, day {last.day}, perception {episode.perception})")
     view.axis("off")
     figure.tight_layout()
     path = out / f"{memory.name}.png"

@@ -13,6 +13,6 @@ def test_replayed_stream_is_later_days_with_unique_ids_and_moved_events(one_day)
     assert np.all(np.diff(stamps) >= 0)  # a memory's FrameGate accepts it
     again = stream[len(observations)]
     assert again.stamp == observations[0].stamp + DAY and again.day == observations[0].day + 1
-    assert np.array_equal(again.depth, observations[0].depth) and again.labels == observations[0].labels
+    assert np.array_equal(again.depth, observations[0].depth) and again.detections == observations[0].detections
     events = [(o, e) for o in stream for e in o.events]
     assert events and all(e.stamp == o.stamp for o, e in events)
