@@ -78,7 +78,7 @@ class EmbeddedEnv:
         self.step_index = 0  # steps taken today
         self.frame_id = 0
         self.collisions = 0
-        self._viewpoints: dict[tuple[int, str, int], np.ndarray] = {}
+        self._truth: dict = {}  # ground-truth caches: viewpoints, snapped positions, distance fields
         self.room_grid = self._room_grid()
 
     def _room_grid(self) -> np.ndarray:
@@ -193,32 +193,74 @@ class EmbeddedEnv:
             return np.array([*self.pose.position[:2], 0.8])
         raise KeyError(f"unknown entity {entity_id}")
 
-    def viewpoint_cells(self, entity_id: int) -> np.ndarray:
-        """Navigable cells from which the entity counts as reachable (FindingDory's viewpoints).
+    # FindingDory's goal geometry: what ``robot_at_object`` / ``robot_at_receptacle`` measure to.
+    def snapped_position(self, entity_id: int) -> np.ndarray:
+        """The entity's xy snapped to the nearest navigable cell centre of its own room.
 
-        Receptacles: cells within 0.9 m of the footprint (where the robot stands to pick or
-        place). Objects: cells within 1.5 m of the object's current position. Both only in
-        the entity's own room, so no viewpoint looks through a wall.
+        FindingDory's ``is_robot_at_position`` measures an object's geodesic to its position
+        snapped onto the navmesh. Ours snaps within the entity's room: the nearest cell overall
+        can lie behind the wall a shelf stands against, and the geodesic from the shelf's front
+        would then go round through a door.
         """
         version = self.state.version if entity_id in self.world.objects else -1
-        key = (entity_id, "vp", version)
-        if key not in self._viewpoints:
-            position = self.entity_position(entity_id)
-            if entity_id in self.world.receptacles:
-                cells = self.grid.cells_near_box(self.world.receptacles[entity_id].box, 0.9)
-            else:
-                cells = self.grid.cells_within(position, 1.5)
-            room = self.room_grid[self.grid.spec.cell(position)]
-            self._viewpoints[key] = cells[self.room_grid[cells[:, 0], cells[:, 1]] == room]
-        return self._viewpoints[key]
+        key = ("snap", entity_id)
+        cached = self._truth.get(key)
+        if cached is None or cached[0] != version:
+            xy = self.entity_position(entity_id)[:2]
+            room = self.room_grid[self.grid.spec.cell(xy)]
+            cells = np.argwhere(self.grid.navigable & (self.room_grid == room))
+            if len(cells) == 0:  # outside every room, or a room with no floor left
+                cells = np.argwhere(self.grid.navigable)
+            centers = self.grid.spec.centers(cells)
+            cached = (version, centers[int(np.argmin(np.linalg.norm(centers - xy, axis=1)))])
+            self._truth[key] = cached
+        return cached[1].copy()
+
+    def _receptacle_viewpoints(self, receptacle_id: int):
+        """The sparse viewpoints of a receptacle (``viewpoints.py``), computed once."""
+        from embodied_mem.sim.embedded.viewpoints import compute_viewpoints
+
+        if receptacle_id not in self.world.receptacles:
+            raise KeyError(f"{receptacle_id} is not a receptacle")
+        key = ("viewpoints", receptacle_id)
+        if key not in self._truth:
+            if "static_renderer" not in self._truth:  # the home without its small objects
+                self._truth["static_renderer"] = Renderer(self.world, self.camera, self.config.max_depth)
+            self._truth[key] = compute_viewpoints(self, receptacle_id, self._truth["static_renderer"])
+        return self._truth[key]
+
+    def receptacle_viewpoints(self, receptacle_id: int) -> list[Pose]:
+        """FindingDory's ``view_points`` of a receptacle: sparse poses facing it, from which it is visible."""
+        return [viewpoint.pose for viewpoint in self._receptacle_viewpoints(receptacle_id)]
+
+    def viewpoint_cells(self, entity_id: int) -> np.ndarray:
+        """(N, 2) grid cells an entity's geodesic is measured to.
+
+        Receptacles: the cells of their sparse viewpoints. Objects: the one cell of the
+        snapped position (FindingDory's fallback when an object has no viewpoints, which is
+        how its predicate reads for the embedded objects).
+        """
+        if entity_id in self.world.receptacles:
+            cells = [viewpoint.cell for viewpoint in self._receptacle_viewpoints(entity_id)]
+            return np.array(cells, dtype=np.int64).reshape(-1, 2)
+        return np.array([self.grid.spec.cell(self.snapped_position(entity_id))], dtype=np.int64)
+
+    def distance_field_to(self, entity_id: int) -> np.ndarray:
+        """Geodesic distance (m) from every grid cell to the entity's viewpoint cells; cached
+        (for objects, until the object moves)."""
+        version = self.state.version if entity_id in self.world.objects else -1
+        key = ("field", entity_id)
+        cached = self._truth.get(key)
+        if cached is None or cached[0] != version:
+            cells = self.viewpoint_cells(entity_id)
+            field = self.grid.distance_field(cells) if len(cells) else np.full(self.grid.spec.shape, np.inf)
+            cached = (version, field)
+            self._truth[key] = cached
+        return cached[1]
 
     def geodesic_to_entity(self, xy, entity_id: int) -> float:
-        """Geodesic distance from ``xy`` to the entity's nearest viewpoint (inf if none is reachable)."""
-        cells = self.viewpoint_cells(entity_id)
-        if len(cells) == 0:
-            return math.inf
-        field = self.grid.distance_field(cells)
-        return float(field[self.grid._snap_cell(xy)])
+        """Geodesic distance from ``xy`` to the entity's nearest viewpoint cell (inf if none is reachable)."""
+        return float(self.distance_field_to(entity_id)[self.grid._snap_cell(xy)])
 
     def visible_fraction(self, pose: Pose, entity_id: int) -> float:
         """Fraction of the image covered by the entity when seen from ``pose``."""

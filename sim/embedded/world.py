@@ -336,11 +336,8 @@ def _overlap_2d(a: Box, b: Box) -> bool:
 def _objects(rng, rooms: list[Room], receptacles: dict[int, Receptacle], config: WorldConfig):
     objects: dict[int, SmallObject] = {}
     placements: dict[int, Placement] = {}
-    categories = list(OBJECTS)
     total = config.objects_per_room * len(rooms)
-    order = list(rng.permutation(categories))
-    while len(order) < total:
-        order += list(rng.permutation(categories))
+    order = _object_categories(rng, total)
     receptacle_ids = sorted(receptacles)
     for index in range(total):
         spec = OBJECTS[order[index]]
@@ -356,6 +353,27 @@ def _objects(rng, rooms: list[Room], receptacles: dict[int, Receptacle], config:
                 placements[entity_id] = Placement(receptacle.entity_id, position)
                 break
     return objects, placements
+
+
+DISTINCT_CATEGORY_FRACTION = 0.6  # of a home's objects, about this share have a category of their own
+MIN_REPEATED_CATEGORIES = 3
+
+
+def _object_categories(rng, total: int) -> list[str]:
+    """The categories of a home's ``total`` objects, in placement order.
+
+    About 60% distinct, and at least ``MIN_REPEATED_CATEGORIES`` categories appear twice or
+    more (when there are objects enough): with two mugs in the home, "the mug you moved"
+    needs a memory of the moving, not only of the mug.
+    """
+    categories = list(OBJECTS)
+    distinct = min(len(categories), max(1, round(DISTINCT_CATEGORY_FRACTION * total)), total)
+    chosen = [str(c) for c in rng.permutation(categories)[:distinct]]
+    extra = total - distinct
+    repeats = chosen[: min(extra, MIN_REPEATED_CATEGORIES)]
+    repeats += [chosen[int(i)] for i in rng.integers(distinct, size=extra - len(repeats))]
+    order = chosen + repeats
+    return [order[int(i)] for i in rng.permutation(len(order))]
 
 
 def free_spot(rng, receptacle: Receptacle, obj: SmallObject, placements: dict[int, Placement], objects: dict[int, SmallObject], near: np.ndarray | None = None) -> np.ndarray | None:

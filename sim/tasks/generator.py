@@ -1,24 +1,51 @@
 """FindingDory-style tasks from a history: instruction, structured constraints, ground truth.
 
-The categories are FindingDory's exactly (3 high-level, 11 low-level, read from its evaluation
-code). The paper's 60 verbatim templates (its appendix Table 5) could not be read offline, so
-the instruction texts here are our paraphrases of each category's tasks, written from the
-entity properties FindingDory's code defines (``interaction_order``, ``start_receptacle``,
-``goal_receptacle``, ``interacted``, interaction times, the five ``farthest_*`` flags, room
-``visited`` / ``initial_room`` / ``final_room`` / ``longest_time_spent``, object attributes).
-Verbatim pieces we could verify are kept: clock times as ``H:MM`` with an unpadded hour,
-durations in whole seconds, the ordered multi-goal suffix "The order to revisit them is:
-second, first.", and "yesterday" for the day of the history. With several days, earlier days
-are "2 days ago", "3 days ago" (our extension).
+FindingDory's, as far as its code could be read (``reference/findingdory.md``):
 
-Ground truth is computed here from the simulator's own ``History`` (not from the observation
-stream), as sets: a goal is satisfied by any of its valid entities. ``NOT_EXPRESSIBLE`` below lists
-what the embedded world cannot express and why.
+- The categories: 3 high-level, 11 low-level, read from its evaluation code.
+- Ground truth from the simulator's own record (``History``), not from the observation stream,
+  as sets: a goal is satisfied by any of its valid entities (or rooms).
+- Ground-truth answer frames, ``Task.keyframes``, as its ``oracle_keyframes`` sensor: at each
+  history step, the entities whose success predicate holds (``success.py``; visibility from the
+  step's instance mask, distance and angle from its true pose), an interacted object only from
+  its last place onwards (where it is now). One sorted list of frame ids per goal, the union over
+  the goal's valid entities. A task with a goal no frame answers is dropped.
+- Revisit tasks keep a goal once per entity (first occurrence); ordered ones number the kept
+  goals in their suffix "The order to revisit them is: second, first.".
+- No task about a day the step cap cut short (``History.capped_days``): FindingDory discards a
+  collection that does not finish.
+- Verbatim pieces: clock times as ``H:MM`` with an unpadded hour, durations in whole seconds,
+  the ordered suffix above, and "yesterday" for the day of the history.
+- The entity properties the templates are written from: ``interaction_order``,
+  ``start_receptacle``, ``goal_receptacle``, ``interacted``, interaction times, the five
+  ``farthest_*`` flags (geodesic from the robot's final pose), room ``visited`` /
+  ``initial_room`` / ``final_room`` / ``longest_time_spent`` / ``obj_idx_initial`` /
+  ``obj_idx_final``, object attributes.
+
+Ours:
+
+- The instruction texts. The paper's 60 verbatim templates (its appendix Table 5) could not be
+  read offline, so these are paraphrases of each category's tasks. There are 61: the 60, plus
+  ``room_object_final`` ("the room where you put the ..."), because FindingDory's regions carry
+  an object-room *final* property (``obj_idx_final``) besides the initial one.
+- Earlier days ("2 days ago", "3 days ago"): FindingDory has one collection per episode.
+- Re-drawing vacuous tasks (``vacuity``): a draw is rejected if a uniformly random entity of
+  the target kind (a random room, for room goals) satisfies it with probability > 0.5, or, outside
+  Object Recall, if a goal describes its target (category, attributes) and every entity so
+  described in the home is an answer (knowing "a mug" then suffices). Each template is drawn
+  up to ``MAX_DRAWS`` times (fresh choices, fresh day); ``TaskList.skipped`` says why a template
+  gave no task.
+- ``room_not_visited`` names only rooms the robot visited on another day: a room it never
+  entered has no frame to answer with.
+- Farthest tasks only where the farthest beats the runner-up by ``FARTHEST_MARGIN_M``.
+
+``NOT_EXPRESSIBLE`` below lists what the embedded world cannot express and why.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -26,6 +53,7 @@ import numpy as np
 
 from embodied_mem.memory.base import describe
 from embodied_mem.sim.tasks.history import History, InteractionRecord
+from embodied_mem.sim.tasks.success import DEFAULT as DEFAULT_THRESHOLDS
 from embodied_mem.sim.tasks.success import SuccessOracle, TargetGoal
 from embodied_mem.types import Pose
 
@@ -68,6 +96,9 @@ class Task:
     goals: list[TargetGoal]
     ordered: bool
     day: int | None
+    # Ground-truth answer frames (``StepRecord.frame_id``), one sorted list per goal: the history
+    # steps at which the goal's success predicate held (FindingDory's ``oracle_keyframes``).
+    keyframes: list[list[int]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -79,6 +110,7 @@ class Task:
             "goals": [g.to_dict() for g in self.goals],
             "ordered": self.ordered,
             "day": self.day,
+            "keyframes": [list(k) for k in self.keyframes],
         }
 
 
@@ -98,6 +130,7 @@ class Context:
     final_pose: Pose
     last_day: int
     _descriptions: dict[int, dict] = field(default_factory=dict)
+    _keyframes: dict[tuple[str, int], list[int]] = field(default_factory=dict)
 
     def when(self, day: int) -> str:
         back = self.last_day - day + 1
@@ -122,6 +155,37 @@ class Context:
 
     def pick(self, items: list):
         return items[int(self.rng.integers(len(items)))]
+
+    def entity_keyframes(self, kind: str, entity_id: int) -> list[int]:
+        """Frames at which ``robot_at_object`` / ``robot_at_receptacle`` held for the entity.
+
+        As FindingDory's ``oracle_keyframes``: per step, visibility from the step's own mask
+        (``StepRecord.visible``), angle and geodesic from its true pose, against where the
+        entity is now; so an object counts only from its last place onwards (before that it
+        stood elsewhere). Cheap checks first; geodesics come from cached distance fields.
+        """
+        key = (kind, entity_id)
+        if key not in self._keyframes:
+            t = DEFAULT_THRESHOLDS
+            distance, angle = (t.object_distance, t.object_angle) if kind == "object" else (t.receptacle_distance, t.receptacle_angle)
+            settled = max((i.place_frame for i in self.history.interactions if i.object_id == entity_id), default=-1)
+            frames = []
+            for step in self.history.steps:
+                if step.frame_id < settled or self.history.visibility(step, entity_id) < t.min_visibility:
+                    continue
+                if self.scene.bearing(step.pose, entity_id) > angle:
+                    continue
+                if self.scene.geodesic_to_entity(step.pose.position[:2], entity_id) > distance:
+                    continue
+                frames.append(step.frame_id)
+            self._keyframes[key] = frames
+        return self._keyframes[key]
+
+    def goal_keyframes(self, goal: TargetGoal) -> list[int]:
+        """A goal's valid frames: the union over its valid entities (or steps in its rooms)."""
+        if goal.kind == "room":
+            return [s.frame_id for s in self.history.steps if s.room in goal.rooms]
+        return sorted({f for entity_id in goal.entity_ids for f in self.entity_keyframes(goal.kind, entity_id)})
 
 
 Builder = Callable[[Context, int], "Draft | None"]
@@ -198,15 +262,25 @@ def room_longest(ctx: Context, day: int) -> Draft | None:
     return _single(f"Navigate to the room where you spent the most time {ctx.when(day)}.", goal, "room", [], best)
 
 
-def room_object_initial(ctx: Context, day: int) -> Draft | None:
-    interactions = ctx.interactions(day)
-    if not interactions:
-        return None
-    chosen = ctx.pick(interactions)
-    same = ctx.same_looking(chosen.object_id, [i.object_id for i in interactions])
-    rooms = [i.start_room for i in interactions if i.object_id in same]
-    goal = _goal("room", day, select={"by": "object_room", "object": ctx.ref(chosen.object_id), "when": "initial"})
-    return _single(f"Navigate to the room where the {ctx.text(chosen.object_id)} was before you moved it {ctx.when(day)}.", goal, "room", [], rooms)
+def room_object(when: str) -> Builder:
+    """The room an object of the day's rearrangements was in before (``initial``) or after
+    (``final``) it was moved: FindingDory's region properties ``obj_idx_initial`` / ``obj_idx_final``."""
+
+    def build(ctx: Context, day: int) -> Draft | None:
+        interactions = ctx.interactions(day)
+        if not interactions:
+            return None
+        chosen = ctx.pick(interactions)
+        same = ctx.same_looking(chosen.object_id, [i.object_id for i in interactions])
+        rooms = [(i.start_room if when == "initial" else i.goal_room) for i in interactions if i.object_id in same]
+        goal = _goal("room", day, select={"by": "object_room", "object": ctx.ref(chosen.object_id), "when": when})
+        if when == "initial":
+            text = f"Navigate to the room where the {ctx.text(chosen.object_id)} was before you moved it {ctx.when(day)}."
+        else:
+            text = f"Navigate to the room where you put the {ctx.text(chosen.object_id)} {ctx.when(day)}."
+        return _single(text, goal, "room", [], rooms)
+
+    return build
 
 
 # ---------------------------------------------------------------------- Interaction
@@ -552,7 +626,11 @@ def duration_seconds(ctx: Context, day: int) -> Draft | None:
 
 # ---------------------------------------------------------------------- Multi-goal
 def revisit(target: str, role: str | None, ordered: bool, subset: str = "all") -> Builder:
-    """Revisit the objects / start receptacles / goal receptacles of the day's rearrangements."""
+    """Revisit the objects / start receptacles / goal receptacles of the day's rearrangements.
+
+    As FindingDory, goals naming the same entity (a receptacle used twice) are kept once, at
+    their first occurrence; an ordered task's ordinals number the kept goals.
+    """
 
     def build(ctx: Context, day: int) -> Draft | None:
         interactions = ctx.interactions(day)
@@ -563,12 +641,20 @@ def revisit(target: str, role: str | None, ordered: bool, subset: str = "all") -
             indices = [0, 1]
         if len(interactions) < 2 or len(set(indices)) < 2:
             return None
-        if ordered:
-            indices = [indices[i] for i in ctx.rng.permutation(len(indices))]
-        goals, targets = [], []
+        kept: list[tuple[int, int]] = []  # (interaction index, entity), in interaction order
         for index in indices:
             chosen = interactions[index]
             entity = chosen.object_id if target == "object" else (chosen.start_receptacle if role == "start" else chosen.goal_receptacle)
+            if entity not in {e for _, e in kept}:
+                kept.append((index, entity))
+        if len(kept) < 2:
+            return None
+        sequence = list(range(len(kept)))  # positions in ``kept``: what the ordinals name
+        if ordered:
+            sequence = [sequence[i] for i in ctx.rng.permutation(len(sequence))]
+        goals, targets = [], []
+        for position in sequence:
+            index, entity = kept[position]
             goals.append(_goal(target, day, interacted=True, role=role, select={"by": "order", "index": index}))
             targets.append(TargetGoal(target, [entity]))
         what = {"object": "objects you rearranged", "start": "receptacles you picked objects from", "goal": "receptacles you placed objects on"}[
@@ -581,8 +667,8 @@ def revisit(target: str, role: str | None, ordered: bool, subset: str = "all") -
             text = f"Revisit the first two of the {what} {when}"
         else:
             text = f"Revisit all the {what} {when}"
-        if ordered:  # FindingDory's suffix: ordinals of the interaction order
-            text += f". The order to revisit them is: {', '.join(_plain_ordinal(i) for i in indices)}."
+        if ordered:  # FindingDory's suffix: ordinals of the kept goals
+            text += f". The order to revisit them is: {', '.join(_plain_ordinal(p) for p in sequence)}."
         else:
             text += ", in any order."
         return Draft(text, goals, targets, ordered)
@@ -596,7 +682,8 @@ TEMPLATES: list[Template] = [
     Template("room_initial", SPATIAL, "Room Visitation", room_initial),
     Template("room_final", SPATIAL, "Room Visitation", room_final),
     Template("room_longest_time", SPATIAL, "Room Visitation", room_longest),
-    Template("room_object_initial", SPATIAL, "Room Visitation", room_object_initial),
+    Template("room_object_initial", SPATIAL, "Room Visitation", room_object("initial")),
+    Template("room_object_final", SPATIAL, "Room Visitation", room_object("final")),
     Template("object_not_interacted", SPATIAL, "Interaction", object_not_interacted),
     Template("category_not_interacted", SPATIAL, "Interaction", category_not_interacted),
     Template("receptacle_not_interacted", SPATIAL, "Interaction", receptacle_not_interacted),
@@ -668,27 +755,106 @@ class TaskConfig:
     seed: int = 0
 
 
-def generate_tasks(history: History, scene: TaskScene, final_pose: Pose, config: TaskConfig | None = None) -> list[Task]:
-    """One task per template that the history can express (deterministic for the seed)."""
+# Why a draw of a template was rejected (``TaskList.skipped`` / ``TaskList.rejected``).
+NOT_EXPRESSIBLE_HERE = "not expressible"  # the history has nothing this template can ask
+VACUOUS_CHANCE = "vacuous: a random entity or room satisfies it with p > 0.5"
+VACUOUS_DESCRIPTION = "vacuous: every entity so described in the home is an answer"
+NO_KEYFRAME = "a goal has no valid keyframe in the history"
+NO_DAY = "no uncapped day to ask about"
+MAX_DRAWS = 4  # draws of a template (fresh entity, fresh day) before it is skipped
+VACUOUS_PROBABILITY = 0.5
+
+
+class TaskList(list):
+    """``generate_tasks``' result: the tasks, and why the other templates gave none.
+
+    ``skipped``: template id -> the reason its last draw was rejected. ``rejected``: reason ->
+    rejected draws, over all templates (accepted tasks' earlier draws included).
+    """
+
+    def __init__(self, tasks=()) -> None:
+        super().__init__(tasks)
+        self.skipped: dict[str, str] = {}
+        self.rejected: Counter[str] = Counter()
+
+    def skip_counts(self) -> Counter[str]:
+        """Reason -> number of templates skipped for it."""
+        return Counter(self.skipped.values())
+
+
+def vacuity(scene: TaskScene, template: Template, draft: Draft) -> str | None:
+    """Why a draft needs no memory, or None.
+
+    Vacuous if a uniformly random entity of the target kind (a random room, for room goals)
+    satisfies a goal with probability > 0.5; or, outside Object Recall, if a goal describes its
+    target (category and / or attributes) and its answers are every such entity in the home:
+    knowing "a mug" then suffices, whatever the robot did.
+    """
+    for spec, target in zip(draft.goals, draft.targets):
+        if target.kind == "room":
+            pool, valid = set(scene.room_names()), set(target.rooms)
+        else:
+            pool = {i for i in scene.entity_ids() if scene.entity_kind(i) == target.kind}
+            valid = set(target.entity_ids)
+        if pool and len(valid & pool) / len(pool) > VACUOUS_PROBABILITY:
+            return VACUOUS_CHANCE
+        described = spec.get("category") is not None or bool(spec.get("attributes"))
+        if target.kind != "room" and described and template.category != "Object Recall":
+            same = {i for i in pool if _fits(scene, i, spec.get("category"), spec.get("attributes") or {})}
+            if same <= valid:
+                return VACUOUS_DESCRIPTION
+    return None
+
+
+def _fits(scene: TaskScene, entity_id: int, category: str | None, attributes: dict) -> bool:
+    if category is not None and scene.label(entity_id) != category:
+        return False
+    have = scene.attributes(entity_id)
+    return all(have.get(k) == v for k, v in attributes.items())
+
+
+def generate_tasks(history: History, scene: TaskScene, final_pose: Pose, config: TaskConfig | None = None) -> TaskList:
+    """One task per template that the history can express and that needs a memory.
+
+    Each template is drawn up to ``MAX_DRAWS`` times (fresh random choices, fresh day); a draw
+    is rejected if the builder finds nothing to ask, if it is vacuous (``vacuity``), or if a goal
+    has no valid keyframe (the history cannot answer it). No task asks about a capped day.
+    Deterministic for the seed.
+    """
     config = config or TaskConfig()
     rng = np.random.default_rng(config.seed)
-    days = sorted({s.day for s in history.steps})
-    if not days:
-        return []
-    ctx = Context(history, scene, rng, final_pose, days[-1])
+    tasks = TaskList()
+    recorded = sorted({s.day for s in history.steps})
+    days = [d for d in recorded if d not in history.capped_days]
     wanted = set(config.templates) if config.templates is not None else None
     unknown = (wanted or set()) - {t.task_id for t in TEMPLATES}
     if unknown:
         raise ValueError(f"unknown task template(s) {sorted(unknown)}")
-    tasks = []
-    for template in TEMPLATES:
-        if wanted is not None and template.task_id not in wanted:
-            continue
-        day = days[-1]
-        if len(days) > 1 and rng.random() < config.earlier_day_probability:
-            day = int(rng.choice(days[:-1]))
-        draft = template.build(ctx, day)
-        if draft is None or any(not (g.entity_ids or g.rooms) for g in draft.targets):
+    chosen = [t for t in TEMPLATES if wanted is None or t.task_id in wanted]
+    if not days:
+        tasks.skipped.update({t.task_id: NO_DAY for t in chosen})
+        return tasks
+    ctx = Context(history, scene, rng, final_pose, recorded[-1])
+    for template in chosen:
+        reason = None
+        for _ in range(MAX_DRAWS):
+            day = days[-1]
+            if len(days) > 1 and rng.random() < config.earlier_day_probability:
+                day = int(rng.choice(days[:-1]))
+            draft = template.build(ctx, day)
+            if draft is None or any(not (g.entity_ids or g.rooms) for g in draft.targets):
+                reason = NOT_EXPRESSIBLE_HERE
+            else:
+                reason = vacuity(scene, template, draft)
+            if reason is None:
+                keyframes = [ctx.goal_keyframes(goal) for goal in draft.targets]
+                if any(not frames for frames in keyframes):
+                    reason = NO_KEYFRAME
+            if reason is None:
+                break
+            tasks.rejected[reason] += 1
+        if reason is not None:
+            tasks.skipped[template.task_id] = reason
             continue
         tasks.append(
             Task(
@@ -700,6 +866,7 @@ def generate_tasks(history: History, scene: TaskScene, final_pose: Pose, config:
                 goals=draft.targets,
                 ordered=draft.ordered,
                 day=day,
+                keyframes=keyframes,
             )
         )
     return tasks

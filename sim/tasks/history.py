@@ -58,6 +58,14 @@ class History:
     final_pose: Pose | None = None
     days: int = 0
     seen: set[int] = field(default_factory=set)  # entities the robot ever had in view
+    # Days the step cap cut short. FindingDory discards a collection that does not finish, so
+    # no task asks about these days (their completed rearrangements are still recorded).
+    capped_days: set[int] = field(default_factory=set)
+    image_pixels: int = 0  # pixels of the camera image StepRecord.visible counts in
+
+    def visibility(self, step: StepRecord, entity_id: int) -> float:
+        """FindingDory's visibility at a step: the entity's pixels over the image's pixels."""
+        return step.visible.get(entity_id, 0) / self.image_pixels if self.image_pixels else 0.0
 
     def interactions_of(self, day: int | None) -> list[InteractionRecord]:
         return [i for i in self.interactions if day is None or i.day == day]

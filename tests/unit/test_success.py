@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from embodied_mem.sim.tasks.success import TargetGoal, evaluate_stops, goal_satisfied, shortest_multi_goal, spl
+from embodied_mem.sim.tasks.success import DEFAULT, DTG, SEM_COV, TargetGoal, Thresholds, evaluate_stops, goal_satisfied, shortest_multi_goal, spl
 from embodied_mem.types import Pose
 
 
@@ -61,3 +61,48 @@ def test_predicates_in_the_embedded_world(one_day):
     assert not goal_satisfied(env, receptacle, elsewhere)
     room_goal = TargetGoal("room", rooms=[env.room_of(elsewhere.position)])
     assert goal_satisfied(env, room_goal, elsewhere)
+
+
+class Measured:
+    """An oracle that reports fixed measurements, and counts renders."""
+
+    def __init__(self, geodesic, bearing, visibility):
+        self.values = (geodesic, bearing, visibility)
+        self.renders = 0
+
+    def geodesic_to_entity(self, xy, entity_id):
+        return self.values[0]
+
+    def bearing(self, pose, entity_id):
+        return self.values[1]
+
+    def visible_fraction(self, pose, entity_id):
+        self.renders += 1
+        return self.values[2]
+
+    def room_of(self, xy):
+        return None
+
+
+def test_thresholds_and_findingdorys_ablations():
+    assert (DEFAULT.object_distance, DEFAULT.object_angle, DEFAULT.receptacle_distance, DEFAULT.receptacle_angle, DEFAULT.min_visibility) == (
+        2.0, math.pi / 4, 0.1, math.pi / 2, 0.001
+    )
+    assert DTG == Thresholds(min_visibility=0.0)
+    assert SEM_COV == Thresholds(object_distance=10000.0, receptacle_distance=10000.0)
+    obj, rec = TargetGoal("object", [1]), TargetGoal("receptacle", [1])
+    pose = at(0)
+    unseen = Measured(geodesic=1.0, bearing=0.0, visibility=0.0)  # near and faced, not visible
+    assert not goal_satisfied(unseen, obj, pose) and not goal_satisfied(unseen, obj, pose, SEM_COV)
+    renders = unseen.renders
+    assert goal_satisfied(unseen, obj, pose, DTG) and unseen.renders == renders  # DTG does not render
+    far = Measured(geodesic=50.0, bearing=0.0, visibility=0.5)  # seen and faced, far
+    assert not goal_satisfied(far, obj, pose) and not goal_satisfied(far, obj, pose, DTG)
+    assert goal_satisfied(far, obj, pose, SEM_COV) and goal_satisfied(far, rec, pose, SEM_COV)
+    assert evaluate_stops(far, [obj, rec], False, [pose, pose], thresholds=SEM_COV)
+    assert not evaluate_stops(far, [obj, rec], False, [pose, pose])
+    aside = Measured(geodesic=0.05, bearing=1.0, visibility=0.5)  # 57 degrees off
+    assert not goal_satisfied(aside, obj, pose, SEM_COV) and goal_satisfied(aside, rec, pose)
+    assert aside.renders == 1  # the object failed on its angle before any render
+    between = Measured(geodesic=0.5, bearing=0.0, visibility=0.5)
+    assert goal_satisfied(between, obj, pose) and not goal_satisfied(between, rec, pose)
