@@ -53,8 +53,17 @@ class Agent:
                 best[index] = hit
         return [best[i] for i in sorted(best)]
 
-    def stop_pose(self, hit: Hit, navigator, start: Pose) -> Pose | None:
-        """Where to stop for a hit: approach its target if it has one, else its agent pose."""
+    def stop_pose(self, hit: Hit, navigator, start: Pose, kind: str | None = None) -> Pose | None:
+        """Where to stop for a hit.
+
+        A receptacle is judged from a few viewpoints 0.1 m wide (FindingDory), so the robot goes
+        back to the pose the memory chose (where it stood to pick or place); an object is judged
+        within 2 m facing it, so the robot approaches its target from the near side. ``kind``
+        comes from the structured task where there is one, else from the hit's evidence.
+        """
+        kind = kind or hit.evidence.get("kind")
+        if kind in ("receptacle", "room") and hit.agent_pose is not None:
+            return hit.agent_pose
         if hit.target_xyz is not None:
             pose = navigator.approach_pose(hit.target_xyz, self.config.standoff, start)
             if pose is not None:

@@ -34,7 +34,7 @@ from embodied_mem.agent import Agent, AgentConfig
 from embodied_mem.registry import build
 from embodied_mem.sim.embedded.episode import EmbeddedEpisode, EmbeddedSimConfig
 from embodied_mem.sim.tasks.generator import Task, TaskConfig
-from embodied_mem.sim.tasks.success import DTG, SEM_COV, evaluate_stops, goal_satisfied, spl
+from embodied_mem.sim.tasks.success import DEFAULT, DTG, SEM_COV, evaluate_stops, goal_satisfied, spl
 
 LOW_LEVEL_MAX_STEPS = 1000  # FindingDory: low_level_policy_max_steps
 
@@ -181,8 +181,10 @@ def run_task(episode: EmbeddedEpisode, system, agent: Agent, task: Task, track: 
     single = len(task.goals) == 1
     check = (lambda pose: goal_satisfied(oracle, task.goals[0], pose)) if single else None
     stops, travelled, steps, reached = [], 0.0, 0, False
+    kinds = [g.get("target") for g in (query.constraints or {}).get("goals", [])]
     for hit in hits:
-        goal = agent.stop_pose(hit, episode.navigator, episode.env.pose)
+        kind = kinds[hit.goal_index] if hit.goal_index < len(kinds) else None
+        goal = agent.stop_pose(hit, episode.navigator, episode.env.pose, kind)
         if goal is None or steps >= LOW_LEVEL_MAX_STEPS:
             break
         metres, used, reached = episode.navigator.drive_budget(goal, LOW_LEVEL_MAX_STEPS - steps, check)
@@ -207,7 +209,7 @@ def run_task(episode: EmbeddedEpisode, system, agent: Agent, task: Task, track: 
         goals=len(task.goals),
         perception=episode.perception,
         success=bool(success),
-        high_level_success=bool(high_level(None)),
+        high_level_success=bool(high_level(DEFAULT)),
         high_level_dtg=bool(high_level(DTG)),
         high_level_sem_cov=bool(high_level(SEM_COV)),
         spl=spl(bool(success), shortest, travelled if math.isfinite(travelled) else math.inf),

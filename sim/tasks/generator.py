@@ -54,7 +54,7 @@ import numpy as np
 from embodied_mem.memory.base import describe
 from embodied_mem.sim.tasks.history import History, InteractionRecord
 from embodied_mem.sim.tasks.success import DEFAULT as DEFAULT_THRESHOLDS
-from embodied_mem.sim.tasks.success import SuccessOracle, TargetGoal
+from embodied_mem.sim.tasks.success import SuccessOracle, TargetGoal, goal_satisfied
 from embodied_mem.types import Pose
 
 SPATIAL, TEMPORAL, MULTI = "Single-Goal Spatial Tasks", "Single-Goal Temporal Tasks", "Multi-Goal Tasks"
@@ -759,6 +759,7 @@ class TaskConfig:
 NOT_EXPRESSIBLE_HERE = "not expressible"  # the history has nothing this template can ask
 VACUOUS_CHANCE = "vacuous: a random entity or room satisfies it with p > 0.5"
 VACUOUS_DESCRIPTION = "vacuous: every entity so described in the home is an answer"
+VACUOUS_STAY = "vacuous: it holds where the robot already stands"
 NO_KEYFRAME = "a goal has no valid keyframe in the history"
 NO_DAY = "no uncapped day to ask about"
 MAX_DRAWS = 4  # draws of a template (fresh entity, fresh day) before it is skipped
@@ -846,6 +847,10 @@ def generate_tasks(history: History, scene: TaskScene, final_pose: Pose, config:
                 reason = NOT_EXPRESSIBLE_HERE
             else:
                 reason = vacuity(scene, template, draft)
+            # The day ends at the last place, so "the receptacle you placed the last object on"
+            # holds before the robot moves: a memory that stays put would pass it.
+            if reason is None and len(draft.targets) == 1 and goal_satisfied(scene, draft.targets[0], final_pose):
+                reason = VACUOUS_STAY
             if reason is None:
                 keyframes = [ctx.goal_keyframes(goal) for goal in draft.targets]
                 if any(not frames for frames in keyframes):

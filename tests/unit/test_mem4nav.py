@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 from pathlib import Path
 
 import networkx as nx
@@ -13,14 +14,20 @@ import numpy as np
 import pytest
 import yaml
 
-from embodied_mem.memory.base import describe
+from conftest import small_sim
+from embodied_mem.memory.association import TrackerConfig
+from embodied_mem.memory.base import describe, visible_instances
 from embodied_mem.memory.mem4nav import Mem4Nav, Mem4NavConfig
 from embodied_mem.memory.mem4nav.graph import SemanticGraph
 from embodied_mem.memory.mem4nav.ltm import LongTermMemory, ReversibleTransformer, TokenIndex, TransformerSpec
 from embodied_mem.memory.mem4nav.octree import SparseOctree, morton_decode, morton_encode
 from embodied_mem.memory.mem4nav.stm import ShortTermMemory
-from embodied_mem.registry import build
-from embodied_mem.types import Pose, Query
+from embodied_mem.memory.mem4nav.system import Retrieved
+from embodied_mem.memory.resolve import ResolvedGoal
+from embodied_mem.registry import make_config
+from embodied_mem.sim.embedded.episode import EmbeddedEpisode
+from embodied_mem.sim.tasks.success import entity_satisfied
+from embodied_mem.types import Detection, Event, Observation, Pose, Query
 
 CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "memory" / "mem4nav.yaml"
 
@@ -249,7 +256,8 @@ def test_dijkstra_equals_brute_force_on_a_small_graph():
 
 # ---------------------------------------------------------------------------------- system
 def small_system(**overrides) -> Mem4Nav:
-    return build("memory", {"name": "mem4nav", "encoder": "gt_hash", **overrides})
+    # make_config, as build("memory", ...) does, without importing every other memory system
+    return Mem4Nav(make_config(Mem4NavConfig, {"encoder": "gt_hash", **overrides}, "memory 'mem4nav'"))
 
 
 def test_distance_from_routes_over_the_graph_not_through_walls():
@@ -293,35 +301,53 @@ def test_multi_level_uses_stm_iff_a_filtered_entry_reaches_tau():
 def test_config_yaml_lists_every_field_with_its_default():
     values = yaml.safe_load(CONFIG_PATH.read_text())
     assert values.pop("name") == "mem4nav"
-    defaults = {f.name: f.default for f in dataclasses.fields(Mem4NavConfig)}
-    assert values == defaults
+    assert values == dataclasses.asdict(Mem4NavConfig())  # the tracker's fields included
+    config = make_config(Mem4NavConfig, values, "memory 'mem4nav'")
+    assert isinstance(config.tracker, TrackerConfig) and config == Mem4NavConfig()
     with pytest.raises(ValueError):
-        build("memory", {"name": "mem4nav", "octree_dept": 8})
+        make_config(Mem4NavConfig, {"octree_dept": 8}, "memory 'mem4nav'")
+    with pytest.raises(ValueError):
+        make_config(Mem4NavConfig, {"tracker": {"object_radiuss": 0.3}}, "memory 'mem4nav'")
 
 
-@pytest.fixture(scope="module")
-def history():
-    from embodied_mem.sim.embedded.env import EmbeddedEnv, EnvConfig
-    from embodied_mem.sim.embedded.oracle import HistoryConfig, OracleRobot
-    from embodied_mem.sim.embedded.world import WorldConfig, generate_world
-
-    env = EmbeddedEnv(generate_world(WorldConfig(seed=1)), EnvConfig(width=160, height=120))
-    robot = OracleRobot(env, HistoryConfig(days=1, rearrangements_per_day=2, seed=0))
-    return env, robot, list(robot.live())
+# Episodes: detector perception (misses, false positives, label confusion, drift) unless named gt.
+def record(seed: int, mode: str = "detector", days: int = 1, rearrangements: int = 3) -> tuple[EmbeddedEpisode, list[Observation]]:
+    """Stream an episode's history (no tasks: only what the robot saw and the simulator's truth)."""
+    config = small_sim(days=days, rearrangements=rearrangements)
+    config.perception.mode = mode
+    episode = EmbeddedEpisode(config, seed)
+    return episode, list(episode.history())
 
 
-@pytest.fixture(scope="module")
-def observed(history):
-    _, _, frames = history
-    memory = small_system()
+def observe_all(episode: EmbeddedEpisode, frames: list[Observation], **overrides) -> Mem4Nav:
+    memory = small_system(**overrides)
+    memory.set_floor_plan(episode.floor_plan())
     for obs in frames:
         memory.observe(obs)
     return memory
 
 
-def first_picked(env) -> Query:
-    goal = {"target": "object", "day": 0, "interacted": True, "select": {"by": "order", "index": 0}}
-    return Query("", near=env.pose, constraints={"goals": [goal], "ordered": False})
+@pytest.fixture(scope="module")
+def history():
+    return record(seed=3)
+
+
+@pytest.fixture(scope="module")
+def observed(history):
+    return observe_all(*history)
+
+
+def first_picked(near: Pose, target: str = "object", role: str | None = None) -> Query:
+    goal = {"target": target, "day": 0, "interacted": True, "select": {"by": "order", "index": 0}}
+    if role is not None:
+        goal["role"] = role
+    return Query("", near=near, constraints={"goals": [goal], "ordered": False})
+
+
+def shows(episode: EmbeddedEpisode, hit, kind: str, true_id: int) -> bool:
+    """FindingDory's high-level check: does the TRUE pose of the hit's frame satisfy the goal?"""
+    pose = episode.frame_pose(hit.frame_id)
+    return pose is not None and entity_satisfied(episode.oracle, kind, true_id, pose)
 
 
 def fingerprint(memory: Mem4Nav, with_stream: bool = False) -> str:
@@ -338,27 +364,125 @@ def summary(recall) -> list:
     return [(h.object_id, h.frame_id, None if h.target_xyz is None else np.round(h.target_xyz, 6).tolist(), round(h.score, 6), h.evidence.get("source")) for h in recall.hits]
 
 
-def test_first_picked_object_is_found_where_it_is_now(history, observed):
-    env, robot, _ = history
-    first = robot.history.interactions[0]
-    hits = observed.recall(first_picked(env)).hits
-    assert hits and hits[0].object_id == first.object_id
-    assert np.linalg.norm(hits[0].target_xyz - env.entity_position(first.object_id)) < 0.5
-    assert hits[0].agent_pose is not None
+def test_detector_mode_finds_the_first_rearranged_object_where_it_is_now(history, observed):
+    episode, _ = history
+    env, first = episode.env, episode.robot.history.interactions[0]
+    truth = env.entity_position(first.object_id)
+    hits = observed.recall(first_picked(episode.final_pose)).hits
+    assert hits and hits[0].agent_pose is not None
+    hit = hits[0]
+    assert np.linalg.norm(hit.target_xyz - truth) < 0.5
+    assert shows(episode, hit, "object", first.object_id)  # a real frame that shows it there
+    # The hit names the memory's own entity: the one its diary says was picked first, whose
+    # track (majority vote over noisy detections) carries the true label.
+    track_id = observed.diary.interactions()[0].object_id
+    assert hit.object_id == track_id and observed.label_of(track_id)[0] == env.label(first.object_id)
     entities = {e.entity_id: e for e in observed.catalog()}
-    assert np.linalg.norm(entities[first.object_id].position - env.entity_position(first.object_id)) < 0.5
+    assert np.linalg.norm(entities[track_id].position - truth) < 0.5
+    # Its sightings before the move are still in the octree, far away, and are not the answer.
+    stale = [observed.octree.leaves[c] for c in observed.track_leaves[track_id] if not observed._current(track_id, observed.octree.leaves[c])]
+    assert stale and all(np.linalg.norm(leaf.center[:2] - first.start_position[:2]) < 0.5 for leaf in stale)
+    assert np.linalg.norm(first.start_position[:2] - truth[:2]) > 1.0
     assert len(observed.graph) > 1 and observed.graph.graph.number_of_edges() > 0
     assert len(observed.stm) <= 128 and len(observed.ltm.index) == len(observed.octree.leaves) + len(observed.graph)
+    # Where it was put: the place pose and frame (the diary's interaction pose) show the receptacle.
+    receptacle_hits = observed.recall(first_picked(episode.final_pose, "receptacle", "goal")).hits
+    assert receptacle_hits and shows(episode, receptacle_hits[0], "receptacle", first.goal_receptacle)
+    assert receptacle_hits[0].frame_id == observed.diary.interactions()[0].place.frame_id == first.place_frame
+    # Only trusted tracks are entities; the diary's rooms come from the floor plan.
+    assert {e.entity_id for e in observed.catalog()} <= {t.track_id for t in observed.tracker.confirmed()}
+    assert observed.diary.interactions()[0].place.room == first.goal_room
+
+
+def test_gt_perception_uses_the_simulator_ids():
+    episode, frames = record(seed=3, mode="gt")
+    memory = observe_all(episode, frames)
+    first = episode.robot.history.interactions[0]
+    hits = memory.recall(first_picked(episode.final_pose)).hits
+    assert hits and hits[0].object_id == first.object_id  # the upper bound: track id = instance id
+    assert np.linalg.norm(hits[0].target_xyz - episode.env.entity_position(first.object_id)) < 0.5
+    assert shows(episode, hits[0], "object", first.object_id)
+    assert [(i.object_id, i.pick.receptacle_id, i.place.receptacle_id) for i in memory.diary.interactions()] == [
+        (i.object_id, i.start_receptacle, i.goal_receptacle) for i in episode.robot.history.interactions
+    ]
+
+
+def test_an_object_moved_and_not_seen_since_is_where_the_robot_put_it(history):
+    """Hand-made frames: a mug seen twice at A, grasped, released at B in a frame that shows nothing."""
+    episode, frames = history
+    camera = frames[0].camera
+    height, width = camera.height, camera.width
+    rgb, depth = np.zeros((height, width, 3), np.uint8), np.full((height, width), 2.0, np.float32)
+    mask = np.zeros((height, width), bool)
+    mask[height // 2 - 6 : height // 2 + 6, width // 2 - 6 : width // 2 + 6] = True
+    mug = Detection("mug", mask, 0.9, "object", {"color": "red"})
+    pose = Pose.from_xy_yaw(1.0, 1.0, 0.0)
+
+    def frame(n: int, detections, events=(), at: Pose = pose) -> Observation:
+        return Observation(float(n), n, rgb, depth, at, camera, detections=list(detections), events=list(events), day=0)
+
+    memory = small_system()
+    memory.observe(frame(0, [mug]))
+    memory.observe(frame(1, [mug]))
+    where = memory.catalog()[0].position
+    gripper = Pose(memory.tracker.tracks[1].position, pose.orientation)
+    memory.observe(frame(2, [mug], [Event("grasp", 2.0, pose, gripper)]))
+    away = Pose.from_xy_yaw(4.0, 1.0, math.pi)
+    put = Pose(np.array([1.0, 4.0, 0.5]), away.orientation)
+    memory.observe(frame(3, [], [Event("release", 3.0, away, put)], at=away))
+    memory.observe(frame(4, [], at=Pose.from_xy_yaw(0.0, 0.0, 0.0)))
+    (entity,) = memory.catalog()
+    assert entity.category == "mug" and np.allclose(entity.position, put.position) and entity.last_seen == 3.0
+    assert np.linalg.norm(where - put.position) > 2.0  # its octree sightings are all at A, now stale
+    (interaction,) = memory.diary.interactions()
+    assert interaction.object_id == entity.entity_id and interaction.place.frame_id == 3
+    hits = memory.recall(Query("", near=away, constraints={"goals": [{"target": "object", "category": "mug"}], "ordered": False})).hits
+    assert len(hits) == 1 and hits[0].frame_id == 3 and hits[0].agent_pose == away
+    assert np.allclose(hits[0].target_xyz, put.position) and hits[0].evidence["source"] == "diary"
+    # A text query never answers with the stale leaves at A.
+    assert all(h.target_xyz is None or np.linalg.norm(h.target_xyz - where) > 1.0 for h in memory.recall(Query("red mug", near=pose)).hits)
+    # An interaction whose object the memory could not tell (None) is no entity to locate.
+    assert memory.locate(ResolvedGoal(0, "object", entity_ids=[None]), Query("")) == []
+
+    # A release whose own frame shows the object put down: that sighting joins the moved track.
+    memory = small_system()
+    for n in range(2):
+        memory.observe(frame(n, [mug]))
+    memory.observe(frame(2, [mug], [Event("grasp", 2.0, pose, gripper)]))
+    there = visible_instances(frame(3, [mug], at=away), 1)[0].centroid
+    memory.observe(frame(3, [mug], [Event("release", 3.0, away, Pose(there, away.orientation))], at=away))
+    assert list(memory.tracker.tracks) == [1] and memory.tracker.tracks[1].moved_at == 3.0
+    (entity,) = memory.catalog()
+    assert np.linalg.norm(entity.position - there) < 0.2
+    hits = memory.recall(Query("", near=away, constraints={"goals": [{"target": "object", "category": "mug"}], "ordered": False})).hits
+    assert hits[0].frame_id == 3 and hits[0].evidence["source"] != "diary"
+
+
+def test_every_hit_names_a_real_history_frame(history, observed):
+    episode, _ = history
+    for text in ("where is the mug", "the bed", "kitchen", "a red book on the table"):
+        hits = observed.recall(Query(text, k=5, near=episode.final_pose)).hits
+        assert hits and all(episode.frame_pose(h.frame_id) is not None for h in hits)
+    # A graph node answers with the frame that last updated it, not a made-up pose.
+    node = observed.graph.current
+    match = Retrieved(("node", node), 1.0, "ltm", observed.graph.position(node))
+    hit = observed._text_hit(match, np.zeros(observed.dim, np.float32), Query("x"))
+    frame = history[1][hit.frame_id]
+    assert hit.frame_id is not None and hit.agent_pose == frame.pose and hit.stamp <= frame.stamp
+    room = {"target": "room", "day": 0, "select": {"by": "room", "property": "final"}}
+    hits = observed.recall(Query("", near=episode.final_pose, constraints={"goals": [room], "ordered": False})).hits
+    assert hits and episode.env.room_of(episode.frame_pose(hits[0].frame_id).position[:2]) == hits[0].evidence["room"]
 
 
 def test_bad_input_leaves_the_memory_unchanged(history, observed, tmp_path):
-    _, _, frames = history
+    _, frames = history
     source = frames[-1]
     before, seen = fingerprint(observed), observed.stats().frames_seen
     zero_depth = dataclasses.replace(source, frame_id=900001, stamp=source.stamp + 1, depth=np.zeros_like(source.depth), events=[])
-    empty_mask = dataclasses.replace(source, frame_id=900002, stamp=source.stamp + 2, instances=np.zeros_like(source.instances), events=[])
+    no_detections = dataclasses.replace(source, frame_id=900002, stamp=source.stamp + 2, detections=[], events=[])
+    assert zero_depth.detections  # detections, but no depth to place them
     observed.observe(zero_depth)
-    observed.observe(empty_mask)
+    observed.observe(no_detections)
     assert fingerprint(observed) == before and observed.stats().frames_seen == seen + 2
     full = fingerprint(observed, with_stream=True)
     with pytest.raises(ValueError):
@@ -366,18 +490,26 @@ def test_bad_input_leaves_the_memory_unchanged(history, observed, tmp_path):
     assert fingerprint(observed, with_stream=True) == full
     # corrupt, missing and foreign checkpoints
     observed.save(tmp_path / "good")
-    (tmp_path / "bad").mkdir()
-    (tmp_path / "bad" / "manifest.json").write_text((tmp_path / "good" / "manifest.json").read_text()[:-40])
-    (tmp_path / "bad" / "arrays.npz").write_bytes((tmp_path / "good" / "arrays.npz").read_bytes())
-    manifest = json.loads((tmp_path / "good" / "manifest.json").read_text())
-    manifest["state"]["transformer"]["checksum"] = "0" * 64
-    (tmp_path / "foreign").mkdir()
-    (tmp_path / "foreign" / "manifest.json").write_text(json.dumps(manifest))
-    (tmp_path / "foreign" / "arrays.npz").write_bytes((tmp_path / "good" / "arrays.npz").read_bytes())
-    (tmp_path / "truncated").mkdir()
-    (tmp_path / "truncated" / "manifest.json").write_text((tmp_path / "good" / "manifest.json").read_text())
-    (tmp_path / "truncated" / "arrays.npz").write_bytes((tmp_path / "good" / "arrays.npz").read_bytes()[:500])
-    for name in ("bad", "foreign", "truncated", "missing"):
+    good = (tmp_path / "good" / "manifest.json").read_text()
+    arrays = (tmp_path / "good" / "arrays.npz").read_bytes()
+
+    def checkpoint(name: str, manifest: str, npz: bytes = arrays) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(manifest)
+        (tmp_path / name / "arrays.npz").write_bytes(npz)
+
+    def edited(change) -> str:
+        manifest = json.loads(good)
+        change(manifest["state"])
+        return json.dumps(manifest)
+
+    checkpoint("bad", good[:-40])
+    checkpoint("foreign", edited(lambda s: s["transformer"].update(checksum="0" * 64)))
+    checkpoint("truncated", good, arrays[:500])
+    checkpoint("no_tracker", edited(lambda s: s.pop("tracker")))
+    checkpoint("bad_track", edited(lambda s: s["tracker"]["tracks"][0].update(position=[1.0, 2.0])))
+    checkpoint("lost_tracks", edited(lambda s: s["tracker"].update(tracks=s["tracker"]["tracks"][:1])))
+    for name in ("bad", "foreign", "truncated", "no_tracker", "bad_track", "lost_tracks", "missing"):
         with pytest.raises(ValueError):
             observed.load(tmp_path / name)
         assert fingerprint(observed, with_stream=True) == full
@@ -385,23 +517,47 @@ def test_bad_input_leaves_the_memory_unchanged(history, observed, tmp_path):
         small_system(rt_seed=1).load(tmp_path / "good")
 
 
+def test_observe_refuses_fields_changed_after_construction(history, observed):
+    _, frames = history
+    source = frames[-1]
+    full, seen = fingerprint(observed, with_stream=True), observed.stats().frames_seen
+    infinite = dataclasses.replace(source, frame_id=900004, stamp=source.stamp + 3)
+    infinite.stamp = math.inf  # valid when built, broken before it reached the memory
+    with pytest.raises(ValueError, match="stamp"):
+        observed.observe(infinite)
+    broken = dataclasses.replace(source, frame_id=900005, stamp=source.stamp + 4)
+    broken.detections = [object()]
+    with pytest.raises(ValueError):
+        observed.observe(broken)
+    assert fingerprint(observed, with_stream=True) == full and observed.stats().frames_seen == seen
+    assert 900004 not in observed.gate.seen and 900005 not in observed.gate.seen
+
+
 def test_save_load_round_trip_gives_identical_recall(history, observed, tmp_path):
-    env, _, _ = history
-    queries = [first_picked(env), Query("where is the mug", near=env.pose), Query("the bed", near=Pose.from_xy_yaw(2.0, 2.0, 0.0))]
+    episode, _ = history
+    near = episode.final_pose
+    room = {"target": "room", "day": 0, "select": {"by": "room", "property": "longest_time"}}
+    queries = [
+        first_picked(near),
+        first_picked(near, "receptacle", "start"),
+        Query("", near=near, constraints={"goals": [room], "ordered": False}),
+        Query("where is the mug", near=near),
+        Query("the bed", near=Pose.from_xy_yaw(2.0, 2.0, 0.0)),
+    ]
     expected = [summary(observed.recall(q)) for q in queries]
     observed.save(tmp_path / "ckpt")
-    restored = small_system()
+    restored = small_system()  # no floor plan given: it comes back inside the diary
     restored.load(tmp_path / "ckpt")
     assert [summary(restored.recall(q)) for q in queries] == expected
     assert restored.stats() == observed.stats()
+    assert restored.tracker.to_dict() == observed.tracker.to_dict()
+    assert restored.diary.floor_plan is not None and restored.diary.floor_plan.names() == episode.floor_plan().names()
     assert fingerprint(restored, with_stream=True) == fingerprint(observed, with_stream=True)
 
 
 def test_replaying_the_same_observations_keeps_size_flat(history):
-    _, _, frames = history
-    memory = small_system()
-    for obs in frames:
-        memory.observe(obs)
+    episode, frames = history
+    memory = observe_all(episode, frames)
     first = memory.stats()
     offset = frames[-1].stamp - frames[0].stamp + 60.0
     for obs in frames:
@@ -419,17 +575,21 @@ def test_language_track_with_minilm_and_plot(history):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    env, _, frames = history
-    memory = build("memory", {"name": "mem4nav"})  # the real MiniLM encoder (the default)
+    episode, frames = history
+    memory = small_system(encoder="minilm")  # the real MiniLM encoder (the default)
+    memory.set_floor_plan(episode.floor_plan())
     for obs in frames[:150]:
         memory.observe(obs)
-    entity_id = max(memory.instance_leaves, key=lambda i: len(memory.instance_leaves[i]))
-    category, attributes = memory.labels[entity_id]
-    hits = memory.recall(Query(f"where did you see the {describe(category, attributes)}?", near=env.pose)).hits
-    assert hits and memory.labels[hits[0].object_id][0] == category
+    trusted = {t.track_id for t in memory.tracker.confirmed()}
+    entity_id = max(trusted & set(memory.track_leaves), key=lambda i: len(memory.track_leaves[i]))
+    category, attributes = memory.label_of(entity_id)
+    hits = memory.recall(Query(f"where did you see the {describe(category, attributes)}?", near=episode.env.pose)).hits
+    assert hits and memory.label_of(hits[0].object_id)[0] == category
+    assert all(episode.frame_pose(h.frame_id) is not None for h in hits)
     figure, ax = plt.subplots()
     memory.plot(ax)
     assert len(ax.collections) >= 2
     plt.close(figure)
     memory.reset()
-    assert memory.stats().items == 0 and memory.recall(Query("mug")).hits == []
+    assert memory.stats().items == 0 and memory.recall(Query("mug")).hits == [] and not memory.tracker.tracks
+    assert memory.diary.floor_plan is not None  # the map outlives a reset

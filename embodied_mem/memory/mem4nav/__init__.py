@@ -32,30 +32,59 @@ What we implement (files)
 - ``system.py``: the ``MemorySystem`` (``build("memory", {"name": "mem4nav"})``), config
   ``Mem4NavConfig`` mirrored by ``configs/memory/mem4nav.yaml``.
 
-Per observation (our adaptation of the write path): each visible instance
-(``visible_instances``) is an object observation ``v_t`` = text embedding of its ground-truth
-description at ``p_t`` = its world centroid -> octree leaf (key = Morton of ``p_t``) -> LTM write
-+ STM write (``p_rel`` relative to the current node). Per frame, the descriptor = normalised
-mean of the visible instances' embeddings at the robot's position -> graph node update or
-creation, an edge when the node changed, and the node's LTM write. All of a frame's tokens go
-through R in one batched call (one thread; see ``torch_threads``). Frames with no usable depth
-or an empty instance mask write no geometry (no instance is visible, so there is no descriptor
-either) but are recorded in the action diary and counted as seen.
+Inputs. A frame brings what a robot has: RGB-D, its own (possibly drifting) pose, the
+perception module's per-frame detections (class-labelled masks with the detector's attribute
+guesses and a score; in the embedded simulator a simulated detector with misses, false
+positives, label confusion, wrong attributes and depth noise; or, as an upper bound only, the
+``gt`` mode whose detections carry the simulator's instance ids), and proprioceptive grasp /
+release events (base and gripper pose, no entity named). Nothing names an entity, so the
+paper's "object" needs an identity the paper never defines: Mem4Nav has no association rule of
+its own, and uses the shared ``EntityTracker`` (``memory/association.py``; ``tracker`` config).
+Its track ids are the entity ids everywhere below (leaf sightings, STM object ids, catalog,
+diary); in ``gt`` mode they are the simulator's ids. An entity's label and attributes are its
+track's majority votes (``label_of``). Rooms come from the floor plan the robot is deployed with
+(``set_floor_plan``, kept over ``reset`` and saved in the diary), never from a frame.
 
-Recall. Oracle track (``query.constraints``): the shared reasoner reads ``diary``, ``catalog()``
-(every instance at the leaf of its most recent sighting, category / attributes from a label
-table, ``extent`` = the boxes of its leaves there: all of a receptacle's leaves, an object's
-within ``locate_radius``) and ``locate(goal)``: for each entity, multi-level retrieval with
-``v_q`` = embedding of its description asked from ``query.near``; retrieved leaves (and leaves
-within ``locate_radius`` of them, found by the octree's radius query) that saw the entity are
-preferred, most recent sighting first; when retrieval misses it, or only finds a place it was
-seen before it moved (farther than ``locate_radius`` from its latest sighting), the leaf
-bookkeeping answers (``evidence["source"]`` says which: "stm", "ltm" or "bookkeeping").
-``Hit.target_xyz`` = leaf centre; ``Hit.agent_pose`` = the observer pose of the best view of the
-entity among the leaves within ``locate_radius`` of that leaf (the view quality is frame_bank's:
-mask fraction, discounted beyond 2.5 m or 35 degrees off-centre; ``Hit.score`` is that quality),
-or the diary's interaction pose for receptacle goals that have one; entities never seen with
-depth fall back to the diary's interaction / place pose. Room goals use the diary's room stays.
+Per observation (our adaptation of the write path): ``obs.validate()`` first (a field changed
+after construction is refused before anything is stored). Each detection with depth
+(``visible_instances``) is an object observation ``v_t`` = text embedding of the detector's
+per-frame description (its label and attribute guesses, possibly wrong) at ``p_t`` = its world
+centroid -> octree leaf (key = Morton of ``p_t``) -> LTM write + STM write (``p_rel`` relative to
+the current node), under the track id the tracker assigned it. Per frame, the descriptor =
+normalised mean of the detections' embeddings at the robot's position -> graph node update or
+creation, an edge when the node changed, and the node's LTM write. All of a frame's tokens go
+through R in one batched call (one thread; see ``torch_threads``). Events: the tracker infers
+what a grasp took and where a release put it (``tracker.infer``); events up to the frame's
+first grasp are inferred before the frame's association (a release's frame shows the object
+already put down, so that sighting joins the moved track) and the rest after (a grasp's frame
+shows the object before it is lifted); the inferences go to the action diary (``record``).
+Frames with no usable depth or no detections write no geometry (nothing is placed, so there is
+no descriptor either) but are recorded in the action diary and counted as seen.
+
+Recall. An object the robot moved is where it put it: after a release the track's position is
+the release point (``track.moved_at``), and the track's leaf sightings older than that are stale
+(they show where it used to be), so every answer below uses only sightings since ``moved_at``;
+a moved object not seen since answers from its release (the point, and the diary's release
+frame). Every hit names a real history frame (``Hit.frame_id``) whose pose shows the target:
+FindingDory's high-level check teleports to that frame's true pose.
+Oracle track (``query.constraints``): the shared reasoner reads ``diary``, ``catalog()`` (every
+confirmed track, ``tracker.confirmed()``, at the leaf of its most recent current sighting;
+category / attributes from the track; ``extent`` = the boxes of its leaves there: all of a
+receptacle's leaves, an object's within ``locate_radius``; a moved object not seen since at its
+release point) and ``locate(goal)``: for each entity, multi-level retrieval with ``v_q`` =
+embedding of its track's description asked from ``query.near``; retrieved leaves (and leaves
+within ``locate_radius`` of them, found by the octree's radius query) that saw the entity since
+it last moved are preferred, most recent sighting first; when retrieval misses it, or only
+finds a place it was seen before (farther than ``locate_radius`` from its latest sighting), the
+leaf bookkeeping answers (``evidence["source"]`` says which: "stm", "ltm" or "bookkeeping").
+``Hit.target_xyz`` = leaf centre; ``Hit.agent_pose`` / ``frame_id`` = the observer pose and frame
+of the best view of the entity among the leaves within ``locate_radius`` of that leaf (the view
+quality is frame_bank's: mask fraction, discounted beyond 2.5 m or 35 degrees off-centre;
+``Hit.score`` is that quality), or the diary's interaction pose and frame for receptacle goals
+that have one; entities not seen with depth since they last moved fall back to the diary's
+interaction / release pose and frame (``evidence["source"] = "diary"``). Goals naming an
+interaction whose object the tracker could not tell (``None``) get no hit. Room goals use the
+diary's room stays.
 "Farthest from where you are now" ranks candidates by ``distance_from(near)``: a route over the
 topology graph (Dijkstra from the ``route_ends`` nodes nearest the robot to those nearest the
 candidate, plus the two short end legs; straight line when no route joins them). The graph
@@ -64,13 +93,16 @@ nodes cover two days (their positions are running means of far-apart places), so
 routes are coarse; on 5 episodes they lift Spatial Relationship from 29 % (straight line) to
 64 %, against 79 % for frame_bank, which routes along every pose it kept.
 Language track: ``query.text`` is embedded and run through multi-level retrieval from the
-robot's pose; hits are the retrieved leaves (the leaf's instance best matching the text) or
-graph nodes (a pose at the node, no target), one per object.
+robot's pose; hits are the retrieved leaves (the leaf's current entity best matching the text;
+stale sightings of moved objects are left out) or graph nodes (the frame that last updated
+the node, and its pose: a node's position is a running mean, not a place anyone stood; no
+target), one per object.
 
 Substitutions
 -------------
-- ``v_t``: text embeddings (``minilm``, or ``gt_hash`` for speed) of the simulator's
-  ground-truth instance descriptions stand in for the paper's visual (RGB + depth) features.
+- ``v_t``: text embeddings (``minilm``, or ``gt_hash`` for speed) of the detector's per-frame
+  descriptions (label and attribute guesses) stand in for the paper's visual (RGB + depth)
+  features. Object identity comes from the shared tracker, not from the paper (it has none).
 - R is **untrained**: PyTorch's default init under ``torch.manual_seed(rt_seed)`` with the
   residual output layers scaled by ``rt_init_gain`` (0.03), eval mode, dropout 0, so it is an
   exact bijection that keeps the geometry of what it encodes (|R(x) - x| = 0.34 |x|); at the
@@ -107,29 +139,40 @@ Departures from the paper / public code, and fixes of the public code
 - One live index row per key, rewritten in place; freed rows are reused (the public code
   consumes a new HNSW label per write and fails after 20,000 writes).
 - Tokens are stored once, in the index (the public code also copies each onto its leaf / node).
-- Our bookkeeping on leaves (used by ``catalog`` / ``locate``): per instance seen there, a
+- Our bookkeeping on leaves (used by ``catalog`` / ``locate``): per track seen there, a
   ``Sighting`` (last-seen stamp; frame, observer pose and quality of its best view there); the
-  leaf's last stamp. Plus a derived instance -> leaves index and a label table.
+  leaf's last stamp. Per graph node, the frame (id and pose) that last updated it. Plus a
+  derived track -> leaves index; labels live in the tracker.
 - STM and LTM are written for object observations, the LTM also for graph nodes
   (``write_nodes_to_ltm``); the STM clock counts frames that wrote geometry.
 
 Checkpoints and size
 --------------------
-``save`` writes json + npz (leaves, sightings, graph, STM slots, LTM tokens, diary, gate). R's
-weights are not saved: they are regenerated from the seed; the checkpoint stores R's spec and
-a SHA-256 of its weights, and ``load`` refuses one whose checksum (or octree geometry /
-encoder) differs, leaving the memory as it was. ``stats().bytes`` counts every numpy array plus
-an estimate of the Python objects around them (per leaf, sighting, node, edge, key, label,
-diary entry, seen frame id); R's ~29 MB of weights are excluded, like the text encoder's.
+``save`` writes json + npz (leaves, sightings, graph, STM slots, LTM tokens, tracker, diary with
+its floor plan, gate). R's weights are not saved: they are regenerated from the seed; the
+checkpoint stores R's spec and a SHA-256 of its weights, and ``load`` refuses one whose
+checksum (or octree geometry / encoder) differs, or whose tracker is missing, malformed or
+lacks a track that a sighting names, leaving the memory as it was. ``stats().bytes`` counts
+every numpy array plus an estimate of the Python objects around them (per leaf, sighting,
+node, edge, key, track, diary entry, seen frame id); R's ~29 MB of weights are excluded, like
+the text encoder's.
 
 What to expect (measured on the 2-core CPU box, gt_hash, 1 day)
 ---------------------------------------------------------------
-observe() 6-8 ms per frame at 160x120 and 320x240 (R's one batched forward is ~4 of them);
-recall 10-45 ms (the decode of the 32 LTM candidates dominates); ~3 MB after a day of 774
-frames, +2.3 % when the same day is replayed. On ``sim=embedded_small`` (56 tasks) the oracle
-track matched frame_bank (100 % vs 98 % success). The language track is weaker than frame_bank
-(16 % vs 27 %): Mem4Nav's memories hold what was seen and where, not the robot's actions, the
-time or room names, so "the receptacle you placed the can on" finds the can.
+Default embedded episode (seed 0, 320x240, 824 frames): observe() 6-7 ms per frame (4 ms at
+160x120; R's one batched forward is most of it); recall 4-18 ms (the decode of the 32 LTM
+candidates dominates). Detector perception: 5.3 MB after the day, +1.8 % when it is replayed;
+the graph has 92 nodes against 27 with gt ids, because confused labels and false positives
+move a frame's mean descriptor past ``node_threshold`` more often (so the LTM index doubles).
+gt perception: 3.3 MB, +2.3 % on replay. On 4 small one-day episodes (seeds 3, 5, 7, 11) the
+object-goal "first / second / third object you moved" hit named a frame whose true pose
+satisfies FindingDory's object check in 11 of 12 cases in both modes (the miss: an apple put on
+a bed that no later frame shows by more than 2 pixels), and every receptacle-goal hit did.
+Not re-measured since the change to detector input: with ground-truth instance ids, on
+``sim=embedded_small`` (56 tasks) the oracle track matched frame_bank (100 % vs 98 % success)
+and the language track was weaker than frame_bank (16 % vs 27 %): Mem4Nav's memories hold what
+was seen and where, not the robot's actions, the time or room names, so "the receptacle you
+placed the can on" finds the can.
 """
 
 from embodied_mem.memory.mem4nav.system import Mem4Nav, Mem4NavConfig, build_mem4nav

@@ -61,7 +61,7 @@ def morton_decode(code: int) -> tuple[int, int, int]:
 
 @dataclass
 class Sighting:
-    """One instance as seen in one leaf (our bookkeeping, not the paper's)."""
+    """One entity (a tracker track) as seen in one leaf (our bookkeeping, not the paper's)."""
 
     stamp: float  # when it was last seen here
     frame_id: int  # the frame of its best view here
@@ -77,7 +77,7 @@ class Leaf:
     The leaf's LTM token is not copied here: it lives once, in the LTM token index, under the
     key ``("leaf", code)`` (the public code keeps a second copy on the leaf).
     Our bookkeeping, used by ``catalog`` / ``locate``: ``last_stamp`` and ``sightings``
-    (instance id -> ``Sighting``).
+    (track id -> ``Sighting``).
     """
 
     code: int
@@ -89,11 +89,11 @@ class Leaf:
     last_stamp: float = -math.inf
     sightings: dict[int, Sighting] = field(default_factory=dict)
 
-    def see(self, instance_id: int, stamp: float, frame_id: int, view: Pose, quality: float) -> None:
+    def see(self, track_id: int, stamp: float, frame_id: int, view: Pose, quality: float) -> None:
         """Record a sighting; the best view is replaced by one at least as good."""
-        old = self.sightings.get(instance_id)
+        old = self.sightings.get(track_id)
         if old is None or quality >= old.quality:
-            self.sightings[instance_id] = Sighting(stamp, frame_id, view, quality)
+            self.sightings[track_id] = Sighting(stamp, frame_id, view, quality)
         else:
             old.stamp = stamp
 

@@ -1,6 +1,6 @@
 """Short-term memory (Mem4Nav): a small keyed cache of recent observations in node-relative coordinates.
 
-Each entry holds a key, the instance id it came from, ``p_rel = p - p_{u_c}`` (relative to the
+Each entry holds a key, the entity (tracker track) id it came from, ``p_rel = p - p_{u_c}`` (relative to the
 graph node current at write time), the embedding ``v``, the step of its last write and an
 access frequency (1 on insertion). Writing an existing key overwrites ``v`` and ``p_rel``, sets
 the step to now and bumps the frequency. Writing a new key into a full cache first evicts

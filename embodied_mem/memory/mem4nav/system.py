@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from embodied_mem.encoders import build_encoder
 from embodied_mem.geometry import bearing_in_body
+from embodied_mem.memory.association import EntityTracker, TrackerConfig
 from embodied_mem.memory.base import (
     ActionDiary,
     Entity,
@@ -34,19 +35,19 @@ from embodied_mem.memory.mem4nav.octree import MAX_DEPTH, Leaf, Sighting, Sparse
 from embodied_mem.memory.mem4nav.stm import ShortTermMemory
 from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
 from embodied_mem.registry import register
-from embodied_mem.types import Hit, MemoryStats, Observation, Pose, Query, Recall
+from embodied_mem.types import FloorPlan, Hit, MemoryStats, Observation, Pose, Query, Recall
 
 LEAF, NODE = "leaf", "node"  # key namespaces: ("leaf", morton code) and ("node", node id)
 KEY_KINDS = {LEAF: 0, NODE: 1}
 
 # Rough CPython costs (bytes) of the Python objects around the numpy arrays, for stats().
 PY_LEAF = 700  # Leaf object + its dict, centre array, dict slot in octree.leaves
-PY_SIGHTING = 600  # a Sighting with its Pose, its dict slot, its slot in the instance -> leaves index
+PY_SIGHTING = 600  # a Sighting with its Pose, its dict slot, its slot in the track -> leaves index
 PY_PREFIX = 60  # one entry of an octree level set
 PY_NODE = 900  # networkx node, its attribute dict and position array, adjacency dicts
 PY_EDGE = 250  # networkx edge: two adjacency entries and an attribute dict
 PY_KEY = 180  # a (kind, value) key tuple and its dict / list slots (STM, LTM)
-PY_LABEL = 300  # label table entry: category and attribute dict
+PY_TRACK = 1500  # tracker track: label / attribute vote dicts, three small arrays
 PY_DIARY = 600  # diary entry or room stay, with its Pose
 PY_FRAME_ID = 60  # one frame id in the FrameGate's seen set
 
@@ -96,6 +97,8 @@ class Mem4NavConfig:
     torch_threads: int = 1  # intra-op threads for R's small batches (0: leave torch's setting)
     # locate: leaves this close to a retrieved leaf count as retrieved (centroid jitter)
     locate_radius: float = 0.5
+    # data association of detections into entities (the shared rule, memory/association.py)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
 
     def __post_init__(self) -> None:
         if not 1 <= self.octree_depth <= MAX_DEPTH:
@@ -155,46 +158,59 @@ class Mem4Nav:
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         c = self.config
+        plan = getattr(self, "_diary", None) and self._diary.floor_plan  # the map outlives a reset
         self.gate = FrameGate()
         self._diary = ActionDiary()
+        self._diary.set_floor_plan(plan or None)
+        self.tracker = EntityTracker(c.tracker)  # track ids are the entity ids everywhere below
         self.octree = SparseOctree(c.octree_depth, c.world_size, c.origin)
         self.graph = SemanticGraph(self.dim, c.node_threshold, c.edge_alpha, c.edge_beta)
         self.stm = ShortTermMemory(c.stm_capacity, self.dim, c.stm_lambda)
         self.ltm = LongTermMemory(self.transformer, c.ltm_theta_norm)
-        self.labels: dict[int, tuple[str, dict[str, str]]] = {}
-        self.instance_leaves: dict[int, set[int]] = {}  # instance id -> leaves that saw it (derived)
+        self.track_leaves: dict[int, set[int]] = {}  # track id -> leaves that saw it (derived)
         self.step = 0  # frames that wrote geometry: the STM clock
-        self.out_of_bounds = 0  # instance observations outside the octree's cube (skipped)
+        self.out_of_bounds = 0  # detections outside the octree's cube (skipped)
 
     @property
     def diary(self) -> ActionDiary:
         return self._diary
 
+    def set_floor_plan(self, plan: FloorPlan | None) -> None:
+        """The map the robot is deployed with: the diary's rooms (kept over ``reset``)."""
+        with self._lock.writing():
+            self._diary.set_floor_plan(plan)
+
+    def label_of(self, track_id: int) -> tuple[str, dict[str, str]]:
+        """What the memory believes an entity is: its track's majority label and attributes."""
+        track = self.tracker.tracks.get(int(track_id))
+        return ("unknown", {}) if track is None else (track.category, track.attribute_values)
+
     # ------------------------------------------------------------------ observe
     def observe(self, obs: Observation) -> None:
-        """Write one frame: per visible instance a leaf + LTM + STM write, per frame a graph update."""
+        """Write one frame: per detection a leaf + LTM + STM write, per frame a graph update."""
+        obs.validate()  # fields may have changed since construction
         if not self.gate.admit(obs):
             return
         views = visible_instances(obs, self.config.min_pixels)
         vectors = self._embed([view.description for view in views]) if views else np.zeros((0, self.dim), np.float32)
         with self._lock.writing():
-            self._remember_event_labels(obs)
+            # A release's frame shows the object already put down, so its sighting joins the
+            # track the release moved; a grasp's frame shows it before it is lifted. So events up
+            # to the first grasp are inferred before the frame's association, the rest after.
+            first_grasp = next((n for n, event in enumerate(obs.events) if event.kind == "grasp"), len(obs.events))
+            inferences = [self.tracker.infer(event) for event in obs.events[:first_grasp]]
+            ids = self.tracker.assign(views, obs.stamp)
+            inferences += [self.tracker.infer(event) for event in obs.events[first_grasp:]]
             if views:
-                self._write(obs, views, vectors)
-            self._diary.record(obs)
+                self._write(obs, views, ids, vectors)
+            self._diary.record(obs.frame_id, obs.stamp, obs.day, obs.pose, inferences, self.label_of)
             self.gate.commit(obs)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         with self._embed_lock:
             return np.asarray(self.encoder.encode(texts), dtype=np.float32)
 
-    def _remember_event_labels(self, obs: Observation) -> None:
-        for event in obs.events:
-            for instance_id in (event.object_id, event.receptacle_id):
-                if instance_id is not None and instance_id in obs.labels:
-                    self.labels.setdefault(int(instance_id), (obs.labels[instance_id], dict(obs.attributes.get(instance_id, {}))))
-
-    def _write(self, obs: Observation, views: list[InstanceView], vectors: np.ndarray) -> None:
+    def _write(self, obs: Observation, views: list[InstanceView], ids: list[int], vectors: np.ndarray) -> None:
         """All of one frame's writes; the torch work is one batched R call."""
         c = self.config
         self.step += 1
@@ -203,30 +219,31 @@ class Mem4Nav:
         if norm > 0:
             descriptor = descriptor / norm
         transition = self.graph.update(descriptor, obs.pose.position, obs.stamp, c.instruction_cost)
+        node = self.graph.graph.nodes[transition.node]
+        node["frame_id"], node["pose"] = int(obs.frame_id), obs.pose  # our bookkeeping: a frame that shows the node
         anchor = self.graph.position(transition.node)
         placed = []
-        for view, vector in zip(views, vectors):
+        for view, track_id, vector in zip(views, ids, vectors):
             code = self.octree.key(view.centroid)
             if code is None:
                 self.out_of_bounds += 1
             else:
-                placed.append((view, vector, code))
-        keys = [(LEAF, code) for _, _, code in placed]
-        rows = [vector for _, vector, _ in placed]
+                placed.append((view, track_id, vector, code))
+        keys = [(LEAF, code) for *_, code in placed]
+        rows = [vector for _, _, vector, _ in placed]
         if c.write_nodes_to_ltm:
             keys.append((NODE, transition.node))
             rows.append(descriptor.astype(np.float32))
         if keys:
             self.ltm.write(keys, np.stack(rows))
-        for view, vector, code in placed:
+        for view, track_id, vector, code in placed:
             leaf = self.octree.insert_or_get(code)
             leaf.observations += 1
             leaf.last_v = vector.copy()  # not a view that would keep the whole frame batch alive
             leaf.last_stamp = obs.stamp
-            leaf.see(view.instance_id, obs.stamp, obs.frame_id, obs.pose, view_quality(obs.pose, view))
-            self.instance_leaves.setdefault(view.instance_id, set()).add(code)
-            self.labels[view.instance_id] = (view.category, dict(view.attributes))
-            self.stm.write((LEAF, code), vector, view.centroid - anchor, self.step, view.instance_id)
+            leaf.see(track_id, obs.stamp, obs.frame_id, obs.pose, view_quality(obs.pose, view))
+            self.track_leaves.setdefault(track_id, set()).add(code)
+            self.stm.write((LEAF, code), vector, view.centroid - anchor, self.step, track_id)
 
     # ------------------------------------------------------------------ retrieval
     def key_position(self, key: tuple[str, int]) -> np.ndarray:
@@ -273,21 +290,30 @@ class Mem4Nav:
         return Recall(hits, self.name, time.perf_counter() - started)
 
     def catalog(self) -> list[Entity]:
-        """Every instance at the leaf of its most recent sighting, boxed by the leaves around it."""
+        """Every confirmed track at the leaf of its latest current sighting, boxed by the leaves
+        around it; a track the robot moved and has not seen since, at its release point."""
         entities = []
-        for instance_id in self.instance_leaves:
-            leaf = self._latest_leaf(instance_id)
-            category, attributes = self.labels.get(instance_id, ("unknown", {}))
-            kind = attributes.get("kind", "object")
+        half = 0.5 * self.octree.leaf_size
+        for track in self.tracker.confirmed():
+            track_id = track.track_id
+            category, attributes = self.label_of(track_id)
+            kind = attributes.get("kind", track.kind)
+            leaf = self._latest_leaf(track_id)
+            if leaf is None:
+                if track.moved_at is None or track.held:
+                    continue  # never placed in the octree (out of bounds), or in the gripper now
+                position = track.position.copy()
+                entities.append(Entity(track_id, kind, category, attributes, position, track.moved_at, (position - half, position + half)))
+                continue
             # Furniture stays put: all its leaves outline it. Objects move: only the leaves here.
             if kind == "receptacle":
-                here = [self.octree.leaves[code] for code in self.instance_leaves[instance_id]]
+                here = self._current_leaves(track_id)
             else:
-                here = self._leaves_near(instance_id, leaf)
+                here = self._leaves_near(track_id, leaf)
             corners = np.array([item.center for item in here])
-            extent = (corners.min(axis=0) - 0.5 * leaf.size, corners.max(axis=0) + 0.5 * leaf.size)
-            stamp = leaf.sightings[instance_id].stamp
-            entities.append(Entity(instance_id, kind, category, attributes, leaf.center.copy(), stamp, extent))
+            extent = (corners.min(axis=0) - half, corners.max(axis=0) + half)
+            stamp = leaf.sightings[track_id].stamp
+            entities.append(Entity(track_id, kind, category, attributes, leaf.center.copy(), stamp, extent))
         return entities
 
     def distance_from(self, near: Pose):
@@ -325,14 +351,30 @@ class Mem4Nav:
 
         return routed
 
-    def _latest_leaf(self, instance_id: int) -> Leaf:
-        leaves = [self.octree.leaves[code] for code in self.instance_leaves[instance_id]]
-        return max(leaves, key=lambda item: (item.sightings[instance_id].stamp, item.code))
+    def _moved_at(self, track_id: int) -> float:
+        """When the robot last put the entity down (-inf if it never did)."""
+        track = self.tracker.tracks.get(track_id)
+        return -np.inf if track is None or track.moved_at is None else track.moved_at
 
-    def _leaves_near(self, instance_id: int, leaf: Leaf) -> list[Leaf]:
-        """Leaves within ``locate_radius`` of ``leaf`` that saw the instance (centroid jitter)."""
+    def _current(self, track_id: int, leaf: Leaf) -> bool:
+        """Did ``leaf`` see the entity since the robot last moved it? (Older sightings are stale.)"""
+        sighting = leaf.sightings.get(track_id)
+        return sighting is not None and sighting.stamp >= self._moved_at(track_id)
+
+    def _current_leaves(self, track_id: int) -> list[Leaf]:
+        leaves = (self.octree.leaves[code] for code in self.track_leaves.get(track_id, ()))
+        return [leaf for leaf in leaves if self._current(track_id, leaf)]
+
+    def _latest_leaf(self, track_id: int) -> Leaf | None:
+        """The leaf of the entity's most recent sighting since it last moved (None: not seen since)."""
+        leaves = self._current_leaves(track_id)
+        return max(leaves, key=lambda item: (item.sightings[track_id].stamp, item.code)) if leaves else None
+
+    def _leaves_near(self, track_id: int, leaf: Leaf) -> list[Leaf]:
+        """Leaves within ``locate_radius`` of ``leaf`` that saw the entity since it last moved
+        (centroid jitter)."""
         near, _ = self.octree.radius_query(leaf.center, self.config.locate_radius)
-        return [item for item in near if instance_id in item.sightings] or [leaf]
+        return [item for item in near if self._current(track_id, item)] or [leaf]
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
@@ -341,11 +383,13 @@ class Mem4Nav:
                 for rank, stay in enumerate(goal.rooms)
             ]
         position = self._query_position(query)
-        known = [i for i in goal.entity_ids if i in self.labels]
-        retrieved = self.retrieve(self._embed([describe(*self.labels[i]) for i in known]), position) if known else []
+        # An interaction whose object the memory could not tell has no entity (None): skipped.
+        entity_ids = [int(i) for i in goal.entity_ids if i is not None]
+        known = [i for i in entity_ids if i in self.tracker.tracks]
+        retrieved = self.retrieve(self._embed([describe(*self.label_of(i)) for i in known]), position) if known else []
         by_entity = dict(zip(known, retrieved))
         hits = []
-        for entity_id in goal.entity_ids:
+        for entity_id in entity_ids:
             hit = self._entity_hit(entity_id, by_entity.get(entity_id), goal, position)
             if hit is not None:
                 hits.append(hit)
@@ -353,11 +397,12 @@ class Mem4Nav:
         return hits
 
     def _entity_hit(self, entity_id: int, answer: tuple[str, list[Retrieved]] | None, goal: ResolvedGoal, position: np.ndarray) -> Hit | None:
-        """The leaf where the entity was last seen, preferring one the retrieval returned."""
+        """The leaf where the entity was last seen since it last moved, preferring one the
+        retrieval returned."""
         interaction = goal.interaction_poses.get(entity_id)
-        if entity_id not in self.instance_leaves:
-            return self._diary_hit(entity_id, interaction)
         latest = self._latest_leaf(entity_id)
+        if latest is None:  # never seen with depth, or not seen since the robot put it down
+            return self._diary_hit(entity_id, interaction)
         chosen, source = latest, "bookkeeping"
         candidates = self._retrieved_leaves(entity_id, answer[1] if answer else [])
         if candidates:
@@ -367,10 +412,11 @@ class Mem4Nav:
                 chosen, source = best, answer[0]
         # Where to stand: the best view of the entity from the leaves around the chosen one.
         view = max((leaf.sightings[entity_id] for leaf in self._leaves_near(entity_id, chosen)), key=lambda s: (s.quality, s.stamp))
-        agent_pose = interaction[-1][0] if interaction else view.view
-        evidence = {"source": source, "leaf": chosen.code, "sightings": len(self.instance_leaves[entity_id])}
-        stamp = chosen.sightings[entity_id].stamp
-        return Hit(view.frame_id, stamp, agent_pose, chosen.center.copy(), entity_id, view.quality, self.name, evidence)
+        agent_pose, frame_id, stamp = view.view, view.frame_id, chosen.sightings[entity_id].stamp
+        if interaction:  # the robot stood right there when it picked from / placed on it
+            agent_pose, frame_id, stamp = interaction[-1]
+        evidence = {"source": source, "leaf": chosen.code, "sightings": len(self.track_leaves[entity_id])}
+        return Hit(frame_id, stamp, agent_pose, chosen.center.copy(), entity_id, view.quality, self.name, evidence)
 
     def _retrieved_leaves(self, entity_id: int, matches: list[Retrieved]) -> list[Leaf]:
         """Retrieved leaves, and leaves within ``locate_radius`` of them, that saw the entity."""
@@ -380,19 +426,22 @@ class Mem4Nav:
                 continue
             near, _ = self.octree.radius_query(match.position, self.config.locate_radius)  # holds the leaf itself
             for leaf in near:
-                if entity_id in leaf.sightings:
+                if self._current(entity_id, leaf):
                     found[leaf.code] = leaf
         return list(found.values())
 
     def _diary_hit(self, entity_id: int, interaction: list | None) -> Hit | None:
-        """Never seen with depth: where the robot stood when it interacted with it, if it did."""
+        """Not seen with depth (or not since the robot put it down): where the robot stood when
+        it interacted with it; for an object it moved, the release frame and point."""
+        track = self.tracker.tracks.get(entity_id)
+        target = None if track is None or track.moved_at is None or track.held else track.position.copy()
         if interaction:
             pose, frame_id, stamp = interaction[-1]
-            return Hit(frame_id, stamp, pose, None, entity_id, 0.1, self.name, {"source": "diary"})
+            return Hit(frame_id, stamp, pose, target, entity_id, 0.1, self.name, {"source": "diary"})
         entries = [e for e in self._diary.entries if e.object_id == entity_id and e.kind == "place"]
         if entries:
             entry = entries[-1]
-            return Hit(entry.frame_id, entry.stamp, entry.pose, None, entity_id, 0.1, self.name, {"source": "diary"})
+            return Hit(entry.frame_id, entry.stamp, entry.pose, target, entity_id, 0.1, self.name, {"source": "diary"})
         return None
 
     def _recall_text(self, query: Query) -> list[Hit]:
@@ -411,15 +460,16 @@ class Mem4Nav:
             node = self.graph.graph.nodes[value]
             if query.time_range is not None and not query.time_range[0] <= node["last_stamp"] <= query.time_range[1]:
                 return None
-            pose = Pose(match.position)
-            return Hit(None, node["last_stamp"], pose, None, None, match.cosine, self.name, evidence)
+            # The node's position is a running mean of far-apart places: answer with the frame
+            # that last updated it (a real pose, from which that landmark was seen).
+            return Hit(node.get("frame_id"), node["last_stamp"], node.get("pose", Pose(match.position)), None, None, match.cosine, self.name, evidence)
         leaf = self.octree.leaves[value]
-        ids = list(leaf.sightings)
+        ids = [i for i in leaf.sightings if self._current(i, leaf)]  # not what the robot moved away since
         if query.time_range is not None:
             ids = [i for i in ids if query.time_range[0] <= leaf.sightings[i].stamp <= query.time_range[1]]
         if not ids:
             return None
-        similarity = self._embed([describe(*self.labels.get(i, ("unknown", {}))) for i in ids]) @ vector
+        similarity = self._embed([describe(*self.label_of(i)) for i in ids]) @ vector
         best = max(range(len(ids)), key=lambda n: (round(float(similarity[n]), 6), leaf.sightings[ids[n]].stamp))
         object_id = ids[best]
         sighting = leaf.sightings[object_id]
@@ -445,7 +495,7 @@ class Mem4Nav:
                 + PY_NODE * len(self.graph)
                 + PY_EDGE * self.graph.graph.number_of_edges()
                 + PY_KEY * (len(self.stm) + len(self.ltm.index))
-                + PY_LABEL * len(self.labels)
+                + PY_TRACK * len(self.tracker.tracks)
                 + PY_DIARY * (len(self._diary.entries) + len(self._diary.stays))
                 + PY_FRAME_ID * len(self.gate.seen)
             )
@@ -480,7 +530,7 @@ class Mem4Nav:
 
     def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
         leaves = list(self.octree.leaves.values())
-        sight = [(row, instance_id, s) for row, leaf in enumerate(leaves) for instance_id, s in leaf.sightings.items()]
+        sight = [(row, track_id, s) for row, leaf in enumerate(leaves) for track_id, s in leaf.sightings.items()]
         nodes = sorted(self.graph.graph.nodes)
         ltm_keys, ltm_tokens = self.ltm.index.state()
         stm_keys = self.stm.keys
@@ -490,12 +540,14 @@ class Mem4Nav:
             "leaf_last_v": np.array([leaf.last_v for leaf in leaves], dtype=np.float32).reshape(-1, self.dim),
             "leaf_last_stamp": np.array([leaf.last_stamp for leaf in leaves], dtype=np.float64),
             "sight_leaf": np.array([row for row, _, _ in sight], dtype=np.int64),
-            "sight_id": np.array([instance_id for _, instance_id, _ in sight], dtype=np.int64),
+            "sight_id": np.array([track_id for _, track_id, _ in sight], dtype=np.int64),
             "sight_stamp": np.array([s.stamp for _, _, s in sight], dtype=np.float64),
             "sight_frame": np.array([s.frame_id for _, _, s in sight], dtype=np.int64),
             "sight_view": np.array([np.concatenate([s.view.position, s.view.orientation]) for _, _, s in sight]).reshape(-1, 7),
             "sight_quality": np.array([s.quality for _, _, s in sight], dtype=np.float64),
             "node_positions": np.array([self.graph.position(n) for n in nodes], dtype=np.float64).reshape(-1, 3),
+            "node_frames": np.array([self.graph.graph.nodes[n]["frame_id"] for n in nodes], dtype=np.int64),
+            "node_frame_poses": np.array([np.concatenate([self.graph.graph.nodes[n]["pose"].position, self.graph.graph.nodes[n]["pose"].orientation]) for n in nodes]).reshape(-1, 7),
             "node_descriptors": self.graph.descriptors.copy(),
             "stm_vectors": self.stm.vectors.copy(),
             "stm_p_rel": self.stm.p_rel.copy(),
@@ -516,7 +568,7 @@ class Mem4Nav:
             "transformer": {"spec": asdict(self.spec), "checksum": self.weights_checksum},
             "gate": self.gate.to_dict(),
             "diary": self._diary.to_dict(),
-            "labels": {str(k): [c, a] for k, (c, a) in self.labels.items()},
+            "tracker": self.tracker.to_dict(),
             "step": self.step,
             "out_of_bounds": self.out_of_bounds,
             "graph": {
@@ -535,6 +587,8 @@ class Mem4Nav:
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"corrupt {self.name} checkpoint {directory}: {error!r}") from error
         with self._lock.writing():  # swap in only once everything parsed
+            if parsed["_diary"].floor_plan is None:  # a checkpoint without a map keeps the one given
+                parsed["_diary"].set_floor_plan(self._diary.floor_plan)
             for name, value in parsed.items():
                 setattr(self, name, value)
 
@@ -551,7 +605,11 @@ class Mem4Nav:
         gate.load_dict(state["gate"])
         diary = ActionDiary()
         diary.load_dict(state["diary"])
-        labels = {int(k): (str(v[0]), dict(v[1])) for k, v in state["labels"].items()}
+        tracker = EntityTracker(c.tracker)
+        tracker.load_dict(state["tracker"])
+        for track in tracker.tracks.values():
+            if track.kind not in ("object", "receptacle") or track.position.shape != (3,) or not np.all(np.isfinite(track.position)):
+                raise ValueError(f"bad track {track.track_id}")
 
         octree = SparseOctree(c.octree_depth, c.world_size, c.origin)
         codes = arrays["leaf_codes"]
@@ -565,17 +623,22 @@ class Mem4Nav:
             leaf.last_v = last_v[row].astype(np.float32)
             leaf.last_stamp = float(arrays["leaf_last_stamp"][row])
             leaves.append(leaf)
-        instance_leaves: dict[int, set[int]] = {}
+        track_leaves: dict[int, set[int]] = {}
         rows = arrays["sight_leaf"].tolist()
         views = _shaped(arrays, "sight_view", (len(rows), 7))
         columns = zip(rows, arrays["sight_id"].tolist(), arrays["sight_stamp"].tolist(), arrays["sight_frame"].tolist(), views, arrays["sight_quality"].tolist())
-        for row, instance_id, stamp, frame_id, view, quality in columns:
-            leaves[row].sightings[int(instance_id)] = Sighting(float(stamp), int(frame_id), Pose(view[:3], view[3:]), float(quality))
-            instance_leaves.setdefault(int(instance_id), set()).add(leaves[row].code)
+        for row, track_id, stamp, frame_id, view, quality in columns:
+            leaves[row].sightings[int(track_id)] = Sighting(float(stamp), int(frame_id), Pose(view[:3], view[3:]), float(quality))
+            track_leaves.setdefault(int(track_id), set()).add(leaves[row].code)
+        unknown = sorted(set(track_leaves) - set(tracker.tracks))
+        if unknown:
+            raise ValueError(f"sightings of entities {unknown[:5]} that the tracker does not hold")
 
         graph = SemanticGraph(d, c.node_threshold, c.edge_alpha, c.edge_beta)
         nodes = state["graph"]["nodes"]
         positions = _shaped(arrays, "node_positions", (len(nodes), 3))
+        node_frames = _shaped(arrays, "node_frames", (len(nodes),))
+        node_poses = _shaped(arrays, "node_frame_poses", (len(nodes), 7))
         graph.descriptors = _shaped(arrays, "node_descriptors", (len(nodes), d)).astype(np.float32)
         for n, node in enumerate(nodes):
             graph.graph.add_node(
@@ -585,6 +648,8 @@ class Mem4Nav:
                 creation_time=float(node["creation_time"]),
                 visits=int(node["visits"]),
                 last_stamp=float(node["last_stamp"]),
+                frame_id=int(node_frames[n]),
+                pose=Pose(node_poses[n][:3], node_poses[n][3:]),
             )
         for source, target, weight in state["graph"]["edges"]:
             if source not in graph.graph or target not in graph.graph or source == target:
@@ -613,9 +678,9 @@ class Mem4Nav:
         return {
             "gate": gate,
             "_diary": diary,
-            "labels": labels,
+            "tracker": tracker,
             "octree": octree,
-            "instance_leaves": instance_leaves,
+            "track_leaves": track_leaves,
             "graph": graph,
             "stm": stm,
             "ltm": ltm,
@@ -625,7 +690,7 @@ class Mem4Nav:
 
 
 def view_quality(pose: Pose, view: InstanceView) -> float:
-    """How well a frame shows an instance: its mask fraction, x0.3 beyond 2.5 m, x0.3 beyond 35 deg
+    """How well a frame shows a detection: its mask fraction, x0.3 beyond 2.5 m, x0.3 beyond 35 deg
     off the heading (the same measure the frame_bank baseline ranks its frames by)."""
     distance = float(np.linalg.norm(view.centroid[:2] - pose.position[:2]))
     return float(view_score(view.mask_fraction, distance, bearing_in_body(pose, view.centroid)))
