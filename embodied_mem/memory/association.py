@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embodied_mem.types import Event, Pose
+from embodied_mem.types import Event
 
 TRACK_ID_BASE = 1  # track ids are positive, like instance ids
 
@@ -177,6 +177,21 @@ class EntityTracker:
             track.add(view.category, view.score, view.attributes, view.centroid, view.extent_min, view.extent_max, stamp)
         return [int(i) for i in ids]
 
+    def frame(self, views, events, stamp: float) -> tuple[list[int], list["EventInference | None"]]:
+        """One frame: its events and its detections, in the order the frame shows them.
+
+        A release frame already shows the object where it was put, so releases are applied
+        before association (the sighting joins the moved track instead of starting a new one);
+        a grasp frame still shows the object where it stood, so grasps come after. Events up to
+        the frame's first grasp go first, the rest after.
+        """
+        events = list(events)
+        first_grasp = next((n for n, e in enumerate(events) if e.kind == "grasp"), len(events))
+        inferences = [self.infer(e) for e in events[:first_grasp]]
+        ids = self.assign(views, stamp)
+        inferences += [self.infer(e) for e in events[first_grasp:]]
+        return ids, inferences
+
     def _cost(self, track: Track, view) -> float | None:
         if track.kind != view.kind or track.held:
             return None
@@ -249,7 +264,3 @@ class EntityTracker:
         tracks = {int(t["track_id"]): Track.from_dict(t) for t in data["tracks"]}
         self.tracks, self.next_id, self.held = tracks, int(data["next_id"]), data["held"]
 
-
-def gripper_offset_pose(base: Pose, xyz) -> Pose:
-    """A gripper pose at ``xyz`` facing the base's heading (what forward kinematics would report)."""
-    return Pose(np.asarray(xyz, dtype=np.float64), base.orientation)

@@ -27,11 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from embodied_mem.memory.association import EventInference
+from embodied_mem.memory.association import EventInference, TrackerConfig
 from embodied_mem.memory.base import ActionDiary, Entity, FrameGate, ReadWriteLock, load_manifest, save_manifest, visible_instances
 from embodied_mem.memory.frame_bank import FrameBank, FrameBankConfig
 from embodied_mem.memory.resolve import ResolvedGoal, recall_structured, validate_constraints
-from embodied_mem.memory.association import TrackerConfig
 from embodied_mem.registry import register
 from embodied_mem.types import FloorPlan, Hit, MemoryStats, Observation, Pose, Query, Recall
 

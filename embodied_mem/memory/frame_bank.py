@@ -204,9 +204,8 @@ class FrameBank:
 
     def _associate(self, record: FrameRecord, tracker: EntityTracker, diary: ActionDiary) -> None:
         """Tie a frame's detections to tracks, and note what its grasps / releases were about."""
-        ids = tracker.assign(record.views(), record.stamp)
+        ids, inferences = tracker.frame(record.views(), record.events, record.stamp)
         record.instance_ids = np.array(ids, dtype=np.int32)
-        inferences = [tracker.infer(event) for event in record.events]
         diary.record(record.frame_id, record.stamp, record.day, record.pose, inferences, lambda i: self._label_of(i, tracker))
 
     def _label_of(self, track_id: int, tracker: EntityTracker | None = None) -> tuple[str, dict[str, str]]:

@@ -219,7 +219,7 @@ def _receptacle_matches(interaction: Interaction, role: str, wanted: dict) -> bo
 
 def _entities_of(spec: dict, chosen: list[Interaction]) -> list[int]:
     if spec["target"] == "object":
-        ids = [i.object_id for i in chosen]
+        ids = [i.object_id for i in chosen if i.object_id is not None]  # None: the memory could not tell what it moved
     else:
         role = spec.get("role")
         ids = []

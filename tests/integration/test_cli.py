@@ -9,8 +9,9 @@ import pytest
 from embodied_mem.sim.tasks.generator import CATEGORIES
 
 SUMMARY_KEYS = {
-    "memory", "sim", "track", "episodes", "tasks", "success_rate", "high_level_accuracy", "by_category",
+    "memory", "sim", "perception", "track", "episodes", "tasks", "success_rate", "high_level_accuracy", "by_category",
     "ingest_fps", "recall_ms_p50", "recall_ms_p95", "memory_bytes", "frames", "seed", "config",
+    "high_level_dtg", "high_level_sem_cov", "upper_bound",
 }
 SMALL = ["sim=embedded_small", "eval.progress=false"]
 
@@ -27,8 +28,9 @@ def test_eval_writes_every_result_file(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)
     assert summary["memory"] == "frame_bank" and summary["track"] == "oracle" and summary["episodes"] == 2
-    assert set(summary["by_category"]) == set(CATEGORIES)  # two days express every category
-    assert summary["success_rate"] > 0.8  # every frame kept: the yardstick answers nearly everything
+    assert summary["perception"] == "detector" and summary["upper_bound"] is False  # the default: no ids
+    assert len(summary["by_category"]) >= len(CATEGORIES) - 2  # two days express (nearly) every category
+    assert summary["success_rate"] > 0.5  # every frame kept, its own association: most tasks answered
     assert summary["frames"] > 200 and summary["memory_bytes"] > 0 and summary["recall_ms_p95"] >= summary["recall_ms_p50"]
     rows = (out / "tasks.csv").read_text().splitlines()
     assert len(rows) == summary["tasks"] + 1
@@ -56,24 +58,30 @@ def test_bad_configuration_is_one_clear_error():
 
 
 @pytest.mark.slow
-def test_compare_writes_one_table_for_every_memory_and_track(tmp_path):
+def test_compare_puts_the_floors_beside_every_system_and_names_the_perception(tmp_path):
     docs = tmp_path / "docs" / "results.md"
     run = cli(
-        "compare", "compare.memories=[frame_bank,subsampled_frames]", "compare.tracks=[oracle,language]",
-        f"compare.docs={docs}", "encoder=gt_hash", f"output_dir={tmp_path}", "run_name=cmp", *SMALL,
+        "compare", "compare.memories=[frame_bank,subsampled_frames]", "compare.tracks=[oracle]", "compare.perceptions=[detector,gt]",
+        "sim.history.days=2", f"compare.docs={docs}", "encoder=gt_hash", f"output_dir={tmp_path}", "run_name=cmp", *SMALL,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     text = docs.read_text()
-    for column in ("frame_bank (oracle)", "subsampled_frames (oracle)", "frame_bank (language)", "subsampled_frames (language)"):
-        assert column in text
+    assert "### oracle track, perception `detector`" in text and "### oracle track, perception `gt` (upper bound)" in text
+    for column in ("frame_bank", "subsampled_frames", "diary_only *(floor)*", "stay *(floor)*", "chance *(floor)*"):
+        assert text.count(f"| {column}") + text.count(f" {column} |") >= 1, column
     assert "Produced by `embodied-mem compare" in text and "commit" in text
     assert (docs.parent / "results.png").stat().st_size > 20_000
-    for folder in ("frame_bank-oracle", "subsampled_frames-language"):
-        summary = json.loads((tmp_path / "cmp" / folder / "summary.json").read_text())
-        assert summary["tasks"] > 30
-    oracle = json.loads((tmp_path / "cmp" / "frame_bank-oracle" / "summary.json").read_text())
-    sampled = json.loads((tmp_path / "cmp" / "subsampled_frames-oracle" / "summary.json").read_text())
-    assert oracle["success_rate"] > sampled["success_rate"]  # 96 frames forget most of what happened
+
+    def summary(name, mode):
+        return json.loads((tmp_path / "cmp" / f"{name}-oracle-{mode}" / "summary.json").read_text())
+
+    bank, diary, stay = summary("frame_bank", "detector"), summary("diary_only", "detector"), summary("stay", "detector")
+    assert bank["tasks"] == diary["tasks"] > 30  # the same episodes and tasks for everyone
+    assert diary["success_rate"] <= 0.2 and stay["success_rate"] <= 0.1  # the floors measure (almost) nothing
+    assert bank["success_rate"] >= diary["success_rate"] + 0.4  # remembering is what scores
+    assert diary["high_level_accuracy"] == 0.0  # it names no frame
+    assert summary("frame_bank", "gt")["perception"] == "gt" and summary("frame_bank", "gt")["upper_bound"] is True
+    assert bank["success_rate"] > summary("subsampled_frames", "detector")["success_rate"]  # 96 frames forget most
 
 
 @pytest.mark.slow

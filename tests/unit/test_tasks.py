@@ -13,7 +13,7 @@ import pytest
 from embodied_mem.memory.association import EventInference
 from embodied_mem.memory.base import ActionDiary, Entity
 from embodied_mem.memory.resolve import resolve_goal, validate_constraints
-from embodied_mem.sim.tasks.generator import CATEGORIES, TEMPLATES, TaskConfig, generate_tasks
+from embodied_mem.sim.tasks.generator import CATEGORIES, TEMPLATES, VACUOUS_STAY, TaskConfig, generate_tasks
 
 OFFICIAL = {
     "Single-Goal Spatial Tasks": {"Room Visitation", "Interaction", "Object Recall", "Conditional Interaction", "Spatial Relationship", "Object Attributes"},
@@ -120,6 +120,21 @@ def test_interaction_order_ground_truth_matches_the_history(one_day):
     interactions = sorted(one_day.history.interactions, key=lambda i: i.pick_stamp)
     by_id = {t.task_id: t for t in one_day.tasks}
     assert by_id["order_object_first"].goals[0].entity_ids == [interactions[0].object_id]
-    assert by_id["order_object_last"].goals[0].entity_ids == [interactions[-1].object_id]
     assert by_id["order_start_first"].goals[0].entity_ids == [interactions[0].start_receptacle]
-    assert by_id["order_goal_last"].goals[0].entity_ids == [interactions[-1].goal_receptacle]
+    # The day ends at the last place, where the robot still stands: "the last ..." of a one-day
+    # history holds without moving, so it is re-drawn as vacuous (or asked of an earlier day).
+    for task_id, truth in (("order_object_last", interactions[-1].object_id), ("order_goal_last", interactions[-1].goal_receptacle)):
+        if task_id in by_id:
+            assert by_id[task_id].goals[0].entity_ids == [truth]
+        else:
+            assert one_day.tasks.skipped[task_id] == VACUOUS_STAY
+
+
+def test_no_single_goal_task_holds_where_the_robot_already_stands(two_days, one_day):
+    from embodied_mem.sim.tasks.success import goal_satisfied
+
+    for recorded in (one_day, two_days):
+        single = [t for t in recorded.tasks if len(t.goals) == 1]
+        assert single
+        for task in single:
+            assert not goal_satisfied(recorded.env, task.goals[0], recorded.episode.final_pose), task.task_id

@@ -194,13 +194,7 @@ class Mem4Nav:
         views = visible_instances(obs, self.config.min_pixels)
         vectors = self._embed([view.description for view in views]) if views else np.zeros((0, self.dim), np.float32)
         with self._lock.writing():
-            # A release's frame shows the object already put down, so its sighting joins the
-            # track the release moved; a grasp's frame shows it before it is lifted. So events up
-            # to the first grasp are inferred before the frame's association, the rest after.
-            first_grasp = next((n for n, event in enumerate(obs.events) if event.kind == "grasp"), len(obs.events))
-            inferences = [self.tracker.infer(event) for event in obs.events[:first_grasp]]
-            ids = self.tracker.assign(views, obs.stamp)
-            inferences += [self.tracker.infer(event) for event in obs.events[first_grasp:]]
+            ids, inferences = self.tracker.frame(views, obs.events, obs.stamp)  # releases first, grasps after
             if views:
                 self._write(obs, views, ids, vectors)
             self._diary.record(obs.frame_id, obs.stamp, obs.day, obs.pose, inferences, self.label_of)
