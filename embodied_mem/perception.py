@@ -25,6 +25,14 @@ from embodied_mem.types import Detection
 PERCEPTION_MODES = ("detector", "gt")
 
 
+def describe(category: str, attributes: dict[str, str] | None = None) -> str:
+    """A short text for an entity, e.g. "small red ceramic mug" (how instructions and captions
+    name things; shared by the simulator's task texts and the memories, below both)."""
+    attributes = attributes or {}
+    words = [attributes.get(key, "") for key in ("size", "color", "material")]
+    return " ".join(w for w in words + [category.replace("_", " ")] if w)
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """The class names a detector is asked for, split by kind (things to pick up / furniture)."""

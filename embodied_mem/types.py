@@ -397,11 +397,17 @@ class Query:
     constraints: dict | None = None
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; ``ValueError`` names the first bad one (memories call it again)."""
         if not isinstance(self.text, str):
             raise ValueError(f"Query.text must be a str, got {type(self.text).__name__}")
-        if not isinstance(self.k, (int, np.integer)) or self.k <= 0:
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k <= 0:
             raise ValueError(f"Query.k must be a positive int, got {self.k!r}")
         if self.time_range is not None:
+            if not isinstance(self.time_range, (tuple, list)) or len(self.time_range) != 2:
+                raise ValueError(f"Query.time_range must be (start, end), got {self.time_range!r}")
             start, end = (_finite_number("Query.time_range", value) for value in self.time_range)
             if end < start:
                 raise ValueError(f"Query.time_range must be (start, end) with start <= end, got {self.time_range}")

@@ -112,6 +112,57 @@ def memory_scaling(names: list[str], counts: list[int], observations, tasks, fin
     return rows
 
 
+def concurrent_ingest(names: list[str], observations, tasks, final_pose, encoder: str | None, threads: int, floor_plan=None) -> list[dict]:
+    """Ingest rate of each memory alone and with ``threads`` threads recalling back to back
+    (the robot answering questions while it keeps seeing): the ratio shows whether observe
+    is starved by recall."""
+    import threading
+
+    queries = [Query(t.instruction, k=5, near=final_pose, constraints=t.constraints) for t in tasks] or [Query("a table")]
+    rows = []
+    for name in names:
+        row = {"memory": name, "threads": threads}
+        for busy in (0, threads):
+            options = {"name": name, **({"encoder": encoder} if encoder else {})}
+            memory = build("memory", options)
+            if floor_plan is not None and hasattr(memory, "set_floor_plan"):
+                memory.set_floor_plan(floor_plan)
+            for obs in observations[:50]:  # something to recall from
+                memory.observe(obs)
+            stop, answered = threading.Event(), [0]
+
+            def ask(offset: int) -> None:
+                n = offset
+                while not stop.is_set():
+                    memory.recall(queries[n % len(queries)])
+                    answered[0] += 1
+                    n += 1
+
+            workers = [threading.Thread(target=ask, args=(i,), daemon=True) for i in range(busy)]
+            for worker in workers:
+                worker.start()
+            started = time.perf_counter()
+            for obs in observations[50:]:
+                memory.observe(obs)
+            elapsed = time.perf_counter() - started
+            stop.set()
+            for worker in workers:
+                worker.join()
+            row[f"ingest_fps_{busy}"] = (len(observations) - 50) / elapsed
+            row[f"recalls_{busy}"] = answered[0]
+        row["ratio"] = row[f"ingest_fps_{threads}"] / row["ingest_fps_0"]
+        rows.append(row)
+    return rows
+
+
+def print_concurrent(rows: list[dict]) -> None:
+    threads = rows[0]["threads"] if rows else 0
+    print(f"\ningest while {threads} threads recall back to back (ratio: with / without, same run)")
+    print(f"{'memory':>18} {'alone fps':>10} {'busy fps':>9} {'ratio':>6} {'recalls':>8}")
+    for row in rows:
+        print(f"{row['memory']:>18} {row['ingest_fps_0']:>10.1f} {row[f'ingest_fps_{threads}']:>9.1f} {row['ratio']:>6.2f} {row[f'recalls_{threads}']:>8}")
+
+
 def print_sim(rows: list[dict]) -> None:
     base = rows[0]
     print("\nsimulator (one oracle day: render + plan + act)")
@@ -145,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, nargs=2, default=[160, 120], metavar=("W", "H"), help="image size of the recorded stream")
     parser.add_argument("--skip-sim", action="store_true", help="do not measure the simulator")
     parser.add_argument("--skip-memory", action="store_true", help="do not measure the memories")
+    parser.add_argument("--recall-threads", type=int, default=4, help="threads recalling during the concurrent-ingest measure (0: skip it)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"), help="folder for results.json")
     parser.add_argument("--no-progress", action="store_true")
@@ -159,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nrecorded {len(observations)} observations ({args.size[0]}x{args.size[1]}), {len(tasks)} tasks as queries (both tracks)")
         results["memory"] = memory_scaling(args.memories, sorted(args.frames), observations, tasks, episode.final_pose, args.encoder, progress, episode.floor_plan())
         print_memory(results["memory"], args.memories[0])
+        if args.recall_threads > 0:
+            results["concurrent"] = concurrent_ingest(args.memories, observations, tasks, episode.final_pose, args.encoder, args.recall_threads, episode.floor_plan())
+            print_concurrent(results["concurrent"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     print(f"\nwrote {args.out / 'results.json'}")

@@ -28,6 +28,7 @@ uses them as track ids (perfect association: the upper bound).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,8 +105,8 @@ class Track:
         return {
             "track_id": self.track_id,
             "kind": self.kind,
-            "labels": self.labels,
-            "attributes": self.attributes,
+            "labels": dict(self.labels),
+            "attributes": {key: dict(votes) for key, votes in self.attributes.items()},
             "position": self.position.tolist(),
             "box_min": self.box_min.tolist(),
             "box_max": self.box_max.tolist(),
@@ -146,6 +147,34 @@ class EntityTracker:
         self.tracks: dict[int, Track] = {}
         self.next_id = TRACK_ID_BASE
         self.held: int | None = None
+        self._undo: dict | None = None
+
+    # ------------------------------------------------------------------ all or nothing
+    def begin(self) -> None:
+        """Start recording what a frame changes, so ``rollback`` can undo it (cheap: only the
+        tracks the frame touches are copied)."""
+        self._undo = {"originals": {}, "next_id": self.next_id, "held": self.held}
+
+    def commit(self) -> None:
+        self._undo = None
+
+    def rollback(self) -> None:
+        """Put every track the frame touched back as it was; forget tracks it created."""
+        undo, self._undo = self._undo, None
+        if undo is None:
+            return
+        for track_id, original in undo["originals"].items():
+            if original is None:
+                self.tracks.pop(track_id, None)
+            else:
+                self.tracks[track_id] = original
+        self.next_id, self.held = undo["next_id"], undo["held"]
+
+    def _touch(self, track_id: int) -> None:
+        """Before changing a track inside a transaction, keep its original once."""
+        if self._undo is not None and track_id not in self._undo["originals"]:
+            track = self.tracks.get(track_id)
+            self._undo["originals"][track_id] = None if track is None else copy.deepcopy(track)
 
     # ------------------------------------------------------------------ association
     def assign(self, views, stamp: float) -> list[int]:
@@ -170,6 +199,7 @@ class EntityTracker:
             if track_id is None:
                 track_id = self._new_id()
                 ids[index] = track_id
+            self._touch(track_id)
             track = self.tracks.get(track_id)
             if track is None:
                 track = self.tracks[track_id] = Track(track_id, view.kind)
@@ -224,12 +254,14 @@ class EntityTracker:
             object_id = self.nearest_object(gripper)
             receptacle_id = self.surface_under(gripper)
             if object_id is not None:
+                self._touch(object_id)
                 self.tracks[object_id].held = True
             self.held = object_id
             return EventInference("grasp", event.stamp, object_id, receptacle_id)
         object_id, self.held = self.held, None
         receptacle_id = self.surface_under(gripper)
         if object_id is not None and object_id in self.tracks:
+            self._touch(object_id)
             self.tracks[object_id].move_to(gripper, event.stamp)
         return EventInference("release", event.stamp, object_id, receptacle_id)
 

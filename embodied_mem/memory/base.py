@@ -18,9 +18,12 @@ benchmark measures.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
+import shutil
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -30,9 +33,10 @@ from typing import Any, Iterable, Protocol, runtime_checkable
 import numpy as np
 
 from embodied_mem.geometry import transform_points
+from embodied_mem.perception import describe  # noqa: F401 - re-exported: memories name entities with it
 from embodied_mem.types import FloorPlan, MemoryStats, Observation, Pose, Query, Recall
 
-CHECKPOINT_FORMAT = "embodied_mem/1"
+CHECKPOINT_FORMAT = "embodied_mem/2"  # 2: versioned folders, checksums, the config that made it
 
 
 @runtime_checkable
@@ -127,13 +131,6 @@ class InstanceView:
     @property
     def description(self) -> str:
         return describe(self.category, self.attributes)
-
-
-def describe(category: str, attributes: dict[str, str] | None = None) -> str:
-    """A short text for an entity, e.g. "small red ceramic mug"."""
-    attributes = attributes or {}
-    words = [attributes.get(key, "") for key in ("size", "color", "material")]
-    return " ".join(w for w in words + [category.replace("_", " ")] if w)
 
 
 def view_score(fraction, distance, bearing):
@@ -317,6 +314,24 @@ class ActionDiary:
         self.stays.append(RoomStay(room, day, stamp, stamp, pose, frame_id))
         self._stay_poses = [(stamp, pose, frame_id)]
 
+    def mark(self) -> tuple:
+        """A token for ``rollback``: what one frame's ``record`` may change."""
+        last = self.stays[-1] if self.stays else None
+        stay = None if last is None else (last.end, last.pose, last.frame_id)
+        return (len(self.entries), len(self.stays), len(self._stay_poses), stay, self.last_pose, self.last_stamp, list(self._stay_poses[:1]))
+
+    def rollback(self, token: tuple) -> None:
+        """Undo what ``record`` did since ``mark``."""
+        entries, stays, stay_poses, stay, self.last_pose, self.last_stamp, first_pose = token
+        del self.entries[entries:]
+        del self.stays[stays:]
+        if stay_poses <= len(self._stay_poses) and (not first_pose or self._stay_poses[:1] == first_pose):
+            del self._stay_poses[stay_poses:]
+        else:  # a new stay had begun: rebuild the pose list of the one that is last again
+            self._stay_poses = [(s.end, s.pose, s.frame_id) for s in self.stays[-1:]]
+        if stay is not None and self.stays:
+            self.stays[-1].end, self.stays[-1].pose, self.stays[-1].frame_id = stay
+
     def interactions(self, day: int | None = None) -> list["Interaction"]:
         """Pick -> place pairs in order, optionally of one day.
 
@@ -475,26 +490,103 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def save_manifest(directory: str | os.PathLike, system: str, state: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``manifest.json`` (JSON state) and ``arrays.npz`` atomically enough for a checkpoint.
+CURRENT = "CURRENT"  # names the complete version folder of a checkpoint directory
+_KEEP_VERSIONS = 2  # the newest and the one before it
 
-    Files are written under temporary names and renamed, so an interrupted save never leaves
-    a half-written checkpoint under the final names.
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, default=_json_default, separators=(",", ":")).encode("utf-8")
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_manifest(directory: str | os.PathLike, system: str, state: dict, arrays: dict[str, np.ndarray], config: Any = None) -> None:
+    """Write a checkpoint so that a crash at any moment leaves the previous one or the new one.
+
+    Layout: ``directory/v<N>/manifest.json`` + ``arrays.npz`` and ``directory/CURRENT`` naming
+    the complete version. A new version is written in full (files and folder fsynced), then
+    ``CURRENT`` is switched to it by one atomic rename; the previous version is kept until the
+    next save completes. The manifest records a SHA-256 of the arrays file and of its own
+    content, the schema version and (``config``) the configuration that made it.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    manifest = {"format": CHECKPOINT_FORMAT, "system": system, "state": state, "arrays": sorted(arrays)}
-    tmp_json, tmp_npz = directory / ".manifest.json.tmp", directory / ".arrays.tmp.npz"
-    write_json(tmp_json, manifest)
-    np.savez(tmp_npz, **arrays)
-    os.replace(tmp_npz, directory / "arrays.npz")
-    os.replace(tmp_json, directory / "manifest.json")
+    versions = sorted(_versions(directory))
+    number = versions[-1] + 1 if versions else 1
+    folder = directory / f"v{number:06d}"
+    if folder.exists():  # a crashed save left it: never complete (CURRENT never named it)
+        shutil.rmtree(folder)
+    folder.mkdir()
+    arrays_path = folder / "arrays.npz"
+    np.savez(arrays_path, **arrays)
+    body = {
+        "format": CHECKPOINT_FORMAT,
+        "system": system,
+        "state": state,
+        "arrays": sorted(arrays),
+        "arrays_sha256": _sha256(arrays_path),
+        "config": _plain(config),
+    }
+    manifest = dict(body, sha256=hashlib.sha256(_canonical(body)).hexdigest())
+    write_json(folder / "manifest.json", manifest)
+    for path in (arrays_path, folder / "manifest.json", folder):
+        _fsync(path)
+    pointer = directory / f".{CURRENT}.tmp"
+    pointer.write_text(folder.name)
+    _fsync(pointer)
+    os.replace(pointer, directory / CURRENT)  # the switch: one atomic rename
+    _fsync(directory)
+    for old in sorted(_versions(directory))[:-_KEEP_VERSIONS]:
+        shutil.rmtree(directory / f"v{old:06d}", ignore_errors=True)
 
 
-def load_manifest(directory: str | os.PathLike, system: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """Read a checkpoint written by ``save_manifest``; ``ValueError`` on anything wrong."""
+def _versions(directory: Path) -> list[int]:
+    found = []
+    for child in directory.glob("v[0-9]*"):
+        if child.is_dir() and child.name[1:].isdigit():
+            found.append(int(child.name[1:]))
+    return found
+
+
+def _plain(config: Any) -> Any:
+    if config is None:
+        return None
+    if dataclasses.is_dataclass(config):
+        return json.loads(_canonical(dataclasses.asdict(config)))
+    return json.loads(_canonical(config))
+
+
+def load_manifest(directory: str | os.PathLike, system: str, config: Any = None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read the checkpoint ``CURRENT`` names; ``ValueError`` on anything wrong.
+
+    Checks the format, the system, both checksums (a flipped digit anywhere is refused) and,
+    when ``config`` is given, that the checkpoint was made with the same configuration (a
+    MiniLM memory does not load into a gt_hash one).
+    """
     directory = Path(directory)
-    manifest_path, arrays_path = directory / "manifest.json", directory / "arrays.npz"
+    pointer = directory / CURRENT
+    if pointer.is_file():
+        name = pointer.read_text().strip()
+        if not (name.startswith("v") and name[1:].isdigit()):
+            raise ValueError(f"corrupt checkpoint {directory}: {CURRENT} names {name!r}")
+        folder = directory / name
+    else:
+        folder = directory  # a single-version checkpoint written before versioning
+    manifest_path, arrays_path = folder / "manifest.json", folder / "arrays.npz"
     if not manifest_path.is_file() or not arrays_path.is_file():
         raise ValueError(f"{directory} is not a checkpoint: manifest.json or arrays.npz is missing")
     try:
@@ -502,9 +594,19 @@ def load_manifest(directory: str | os.PathLike, system: str) -> tuple[dict, dict
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"corrupt checkpoint {manifest_path}: {error}") from error
     if not isinstance(manifest, dict) or manifest.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{manifest_path} is not an embodied_mem checkpoint (format {manifest.get('format') if isinstance(manifest, dict) else None!r})")
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ValueError(f"{manifest_path} is not an {CHECKPOINT_FORMAT} checkpoint (format {found!r})")
     if manifest.get("system") != system:
         raise ValueError(f"checkpoint {directory} holds a {manifest.get('system')!r} memory, not {system!r}")
+    body = {k: v for k, v in manifest.items() if k != "sha256"}
+    if manifest.get("sha256") != hashlib.sha256(_canonical(body)).hexdigest():
+        raise ValueError(f"corrupt checkpoint {manifest_path}: its checksum does not match its content")
+    if manifest.get("arrays_sha256") != _sha256(arrays_path):
+        raise ValueError(f"corrupt checkpoint {arrays_path}: its checksum does not match the manifest")
+    if config is not None and manifest.get("config") != _plain(config):
+        raise ValueError(
+            f"checkpoint {directory} was made with another configuration: {_config_difference(manifest.get('config'), _plain(config))}"
+        )
     try:
         with np.load(arrays_path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
@@ -513,16 +615,45 @@ def load_manifest(directory: str | os.PathLike, system: str) -> tuple[dict, dict
     missing = sorted(set(manifest.get("arrays", [])) - set(arrays))
     if missing:
         raise ValueError(f"corrupt checkpoint {arrays_path}: arrays {missing} are missing")
+    if not isinstance(manifest.get("state"), dict):
+        raise ValueError(f"corrupt checkpoint {manifest_path}: no state")
     return manifest["state"], arrays
 
 
+def _config_difference(saved: Any, current: Any) -> str:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        return ", ".join(f"{k}: saved {saved.get(k)!r}, this memory {current.get(k)!r}" for k in keys)
+    return f"saved {saved!r}, this memory {current!r}"
+
+
+def finite_array(arrays: dict[str, np.ndarray], name: str, dtype_kind: str, shape_tail: tuple[int, ...] = (), rows: int | None = None) -> np.ndarray:
+    """Fetch ``arrays[name]`` checked on load: numeric kind ("f", "i"), trailing shape, row count,
+    finite values. ``ValueError`` names the array."""
+    if name not in arrays:
+        raise ValueError(f"array {name!r} is missing")
+    array = arrays[name]
+    if array.dtype.kind not in dtype_kind:
+        raise ValueError(f"array {name!r} has dtype {array.dtype}, expected kind {dtype_kind!r}")
+    if tuple(array.shape[1:]) != tuple(shape_tail) or (rows is not None and array.shape[0] != rows):
+        raise ValueError(f"array {name!r} has shape {array.shape}, expected ({rows if rows is not None else 'N'}, {shape_tail})")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise ValueError(f"array {name!r} holds NaN or inf")
+    return array
+
+
 class ReadWriteLock:
-    """Many readers (recall) or one writer (observe, load, reset)."""
+    """Many readers (recall) or one writer (observe, load, reset); a waiting writer goes first.
+
+    New readers wait while a writer is waiting, so a busy recall loop cannot starve ``observe``.
+    """
 
     def __init__(self) -> None:
         self._readers = 0
+        self._writers_waiting = 0
+        self._writing = False
         self._lock = threading.Lock()
-        self._no_readers = threading.Condition(self._lock)
+        self._changed = threading.Condition(self._lock)
 
     def reading(self) -> "_Guard":
         return _Guard(self._acquire_read, self._release_read)
@@ -532,21 +663,28 @@ class ReadWriteLock:
 
     def _acquire_read(self) -> None:
         with self._lock:
+            while self._writing or self._writers_waiting:
+                self._changed.wait()
             self._readers += 1
 
     def _release_read(self) -> None:
         with self._lock:
             self._readers -= 1
             if self._readers == 0:
-                self._no_readers.notify_all()
+                self._changed.notify_all()
 
     def _acquire_write(self) -> None:
-        self._lock.acquire()
-        while self._readers:
-            self._no_readers.wait()
+        with self._lock:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._changed.wait()
+            self._writers_waiting -= 1
+            self._writing = True
 
     def _release_write(self) -> None:
-        self._lock.release()
+        with self._lock:
+            self._writing = False
+            self._changed.notify_all()
 
 
 class _Guard:

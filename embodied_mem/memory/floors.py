@@ -136,6 +136,7 @@ class DiaryOnly:
 
     def recall(self, query: Query) -> Recall:
         started = time.perf_counter()
+        query.validate()
         with self._lock.reading():
             hits = recall_structured(self, query) if query.constraints is not None else []
         return Recall(hits, self.name, time.perf_counter() - started)
@@ -154,10 +155,10 @@ class DiaryOnly:
                 "next_id": self.next_id,
                 "held": self.held,
             }
-        save_manifest(directory, self.name, state, {})
+        save_manifest(directory, self.name, state, {}, config=self.config)
 
     def load(self, directory) -> None:
-        state, _ = load_manifest(Path(directory), self.name)
+        state, _ = load_manifest(Path(directory), self.name, config=self.config)
         try:
             gate, diary = FrameGate(), ActionDiary()
             gate.load_dict(state["gate"])
@@ -197,6 +198,7 @@ class Stay:
 
     def recall(self, query: Query) -> Recall:
         started = time.perf_counter()
+        query.validate()
         goals = validate_constraints(query.constraints) if query.constraints is not None else [{}]
         hits = []
         if self.last is not None:
@@ -210,10 +212,10 @@ class Stay:
 
     def save(self, directory) -> None:
         last = None if self.last is None else [self.last[0], self.last[1], self.last[2].to_dict()]
-        save_manifest(directory, self.name, {"gate": self.gate.to_dict(), "last": last}, {})
+        save_manifest(directory, self.name, {"gate": self.gate.to_dict(), "last": last}, {}, config=self.config)
 
     def load(self, directory) -> None:
-        state, _ = load_manifest(Path(directory), self.name)
+        state, _ = load_manifest(Path(directory), self.name, config=self.config)
         try:
             gate = FrameGate()
             gate.load_dict(state["gate"])
@@ -243,6 +245,7 @@ class Chance(FrameBank):
 
     def recall(self, query: Query) -> Recall:
         started = time.perf_counter()
+        query.validate()
         self.flush()
         with self._lock.reading():
             goals = validate_constraints(query.constraints) if query.constraints is not None else [{"target": None}]

@@ -32,6 +32,7 @@ from embodied_mem.memory.base import (
     FrameGate,
     ReadWriteLock,
     describe,
+    finite_array,
     load_manifest,
     save_manifest,
     trajectory_distance,
@@ -158,7 +159,8 @@ class FrameBank:
             raise ValueError(f"max_frames must be at least 2, got {self.max_frames}")
         self.encoder = build_encoder(config.encoder)
         self._lock = ReadWriteLock()
-        self._embed_lock = threading.Lock()
+        self._embed_lock = threading.Lock()  # the encoder is not thread-safe
+        self._deferred_lock = threading.Lock()  # one reader at a time finishes deferred work
         self.reset()
 
     # ------------------------------------------------------------------ protocol
@@ -188,19 +190,49 @@ class FrameBank:
         index = self.gate.frames_seen
         record = self._record(obs) if index % self._stride == 0 else None
         with self._lock.writing():
-            if record is not None:
+            if record is None:
+                self.gate.commit(obs)
+                return
+            # All or nothing: what this frame changes is undone if anything below raises.
+            # (subsampling keeps at most max_frames + 1 frames, so copying its lists is cheap)
+            small = self.max_frames is not None
+            undo = (
+                list(self.frames) if small else len(self.frames),
+                list(self._pending) if small else len(self._pending),
+                dict(self._stream_index) if small else None,
+                self._diary.mark(), self._dirty, self._stride,
+            )
+            self.tracker.begin()
+            try:
                 self.frames.append(record)
                 self._pending.append(record)
-                if len(self._pending) >= EMBED_BATCH:
-                    self._embed_pending()
                 self._stream_index[record.frame_id] = index
-                self._matrix = None
+                self._matrix, self._index = None, None
                 if self.max_frames is None:
                     self._associate(record, self.tracker, self._diary)
                 else:
                     self._dirty = True
                     self._decimate()
-            self.gate.commit(obs)
+                if len(self._pending) >= EMBED_BATCH:
+                    self._embed_pending()
+                self.gate.commit(obs)
+            except BaseException:
+                self._undo_frame(record, undo)
+                raise
+            self.tracker.commit()
+
+    def _undo_frame(self, record: FrameRecord, undo: tuple) -> None:
+        frames, pending, stream_index, diary_mark, dirty, stride = undo
+        self.tracker.rollback()
+        self._diary.rollback(diary_mark)
+        if stream_index is not None:
+            self.frames, self._pending, self._stream_index = frames, pending, stream_index
+        else:
+            del self.frames[frames:]
+            del self._pending[pending:]
+            self._stream_index.pop(record.frame_id, None)
+        self._dirty, self._stride = dirty, stride
+        self._matrix, self._index = None, None
 
     def _associate(self, record: FrameRecord, tracker: EntityTracker, diary: ActionDiary) -> None:
         """Tie a frame's detections to tracks, and note what its grasps / releases were about."""
@@ -243,8 +275,8 @@ class FrameBank:
     def _embed_pending(self) -> None:
         """Embed the captions still waiting (under the write lock)."""
         pending = [f for f in self._pending if f.embedding is None]
-        self._pending = []
         if not pending:
+            self._pending = []
             return
         # A frame's embedding is the mean of its parts' embeddings. Parts repeat across frames
         # (the same mug, the same room), so each distinct string is encoded once, while whole
@@ -256,11 +288,18 @@ class FrameBank:
             mean = np.mean([vectors[p] for p in record.parts], axis=0)
             record.embedding = (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
             record.parts = []
+        self._pending = []  # only now: an encoder that raised leaves them pending, not lost
         self._matrix = None
 
     def flush(self) -> None:
         """Finish deferred work (caption embeddings, subsampled association) so recall sees every frame."""
         with self._lock.writing():
+            self._finish_deferred()
+
+    def _finish_deferred(self) -> None:
+        """Under the write lock, or the read lock (no frame can arrive meanwhile): embeddings
+        still pending and the subsampled rebuild. Readers take turns doing it."""
+        with self._deferred_lock:
             self._embed_pending()
             self._rebuild()
 
@@ -286,14 +325,17 @@ class FrameBank:
     @property
     def diary(self) -> ActionDiary:
         """What the robot did, as far as the kept frames tell."""
-        self._rebuild()
+        with self._deferred_lock:
+            self._rebuild()
         return self._diary
 
     def recall(self, query: Query) -> Recall:
         started = time.perf_counter()
-        if self._pending or self._dirty:
-            self.flush()
+        query.validate()  # a query changed after construction is caught here
         with self._lock.reading():
+            # Finished inside the read lock: a frame observed between a flush and the read lock
+            # would otherwise have no embedding yet when the scan stacks them.
+            self._finish_deferred()
             if query.constraints is not None:
                 hits = recall_structured(self, query)
             else:
@@ -302,6 +344,7 @@ class FrameBank:
 
     def stats(self) -> MemoryStats:
         with self._lock.reading():
+            self._finish_deferred()  # the same numbers whether or not a recall came first
             total = sum(f.nbytes() for f in self.frames) + 200 * len(self.tracker.tracks) + 200 * len(self._diary.entries)
             return MemoryStats(items=len(self.frames), bytes=int(total), frames_seen=self.gate.frames_seen)
 
@@ -467,11 +510,25 @@ class FrameBank:
                 ],
                 "diary": self._diary.to_dict(),
             }
-        save_manifest(directory, self.name, state, arrays)
+        save_manifest(directory, self.name, state, arrays, config=self.config)
 
     def load(self, directory) -> None:
-        state, arrays = load_manifest(Path(directory), self.name)
+        """Parse everything into fresh state, check it, and swap it in only then."""
+        state, arrays = load_manifest(Path(directory), self.name, config=self.config)
         try:
+            count = len(state["frames"])
+            finite_array(arrays, "frame_ids", "i", (), count)
+            finite_array(arrays, "stamps", "f", (), count)
+            finite_array(arrays, "poses", "f", (7,), count)
+            finite_array(arrays, "embeddings", "f", (self.encoder.dim,), count)
+            rows = len(finite_array(arrays, "instance_frame", "i"))
+            for name, tail, kind in (("instance_ids", (), "i"), ("pixels", (), "i"), ("centroids", (3,), "f"), ("extents", (6,), "f"), ("fractions", (), "f"), ("scores", (), "f"), ("gt_ids", (), "i")):
+                finite_array(arrays, name, kind, tail, rows)
+            owner = arrays["instance_frame"]
+            if rows and (owner.min() < 0 or owner.max() >= count or np.any(np.diff(owner) < 0)):
+                raise ValueError("instance_frame is not a sorted index into the frames")
+            if np.any(np.diff(arrays["stamps"]) < 0):
+                raise ValueError("frame stamps go back in time")
             frames = []
             for n, meta in enumerate(state["frames"]):
                 rows = arrays["instance_frame"] == n
@@ -508,6 +565,8 @@ class FrameBank:
             tracker.load_dict(state["tracker"])
             stream_index = {int(k): int(v) for k, v in state["stream_index"].items()}
             stride = int(state["stride"])
+            if stride < 1 or (stride & (stride - 1)):
+                raise ValueError(f"stride {stride} is not a power of two")
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
             raise ValueError(f"corrupt {self.name} checkpoint {directory}: {error!r}") from error
         with self._lock.writing():  # swap in only once everything parsed

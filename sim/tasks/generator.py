@@ -51,7 +51,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from embodied_mem.memory.base import describe
+from embodied_mem.perception import describe
 from embodied_mem.sim.tasks.history import History, InteractionRecord
 from embodied_mem.sim.tasks.success import DEFAULT as DEFAULT_THRESHOLDS
 from embodied_mem.sim.tasks.success import SuccessOracle, TargetGoal, goal_satisfied

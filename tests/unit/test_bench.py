@@ -1,6 +1,7 @@
 """The benchmark's replayed stream: later days of the same observations, valid for every memory."""
 
 import numpy as np
+import pytest
 
 from embodied_mem.eval.bench import DAY, replayed
 
@@ -16,3 +17,14 @@ def test_replayed_stream_is_later_days_with_unique_ids_and_moved_events(one_day)
     assert np.array_equal(again.depth, observations[0].depth) and again.detections == observations[0].detections
     events = [(o, e) for o in stream for e in o.events]
     assert events and all(e.stamp == o.stamp for o, e in events)
+
+
+@pytest.mark.timeout(180)
+def test_observe_is_not_starved_by_recalling_threads(one_day):
+    """Liveness, not speed: with 4 threads recalling back to back every frame still gets in
+    (a reader-preferring lock let 0 of 209 in; the suite's timeout would catch a hang)."""
+    from embodied_mem.eval.bench import concurrent_ingest
+
+    rows = concurrent_ingest(["frame_bank"], one_day.observations[:120], one_day.tasks[:5], one_day.episode.final_pose, "gt_hash", 4)
+    row = rows[0]
+    assert row["ingest_fps_4"] > 0 and row["recalls_4"] > 0 and row["ratio"] > 0

@@ -97,6 +97,11 @@ def test_bad_input_is_rejected_or_skipped_without_losing_anything(bank, one_day)
     assert bank.stats() == before
 
 
+def current(checkpoint):
+    """The complete version folder a checkpoint directory's CURRENT names."""
+    return checkpoint / (checkpoint / "CURRENT").read_text().strip()
+
+
 def test_save_load_round_trip_and_corrupt_checkpoints(bank, one_day, tmp_path):
     query = first_object_query(one_day.episode.final_pose)
     bank.save(tmp_path / "ckpt")
@@ -106,18 +111,87 @@ def test_save_load_round_trip_and_corrupt_checkpoints(bank, one_day, tmp_path):
     assert (a.object_id, a.frame_id) == (b.object_id, b.frame_id) and np.allclose(a.target_xyz, b.target_xyz)
     assert again.stats() == bank.stats()
 
-    (tmp_path / "ckpt" / "arrays.npz").write_bytes(b"not a zip file")
+    folder = current(tmp_path / "ckpt")
+    original = (folder / "arrays.npz").read_bytes()
+    (folder / "arrays.npz").write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="corrupt checkpoint"):
         again.load(tmp_path / "ckpt")
     assert again.stats() == bank.stats()  # the failed load lost nothing
+    (folder / "arrays.npz").write_bytes(original)
+    text = (folder / "manifest.json").read_text()
+    (folder / "manifest.json").write_text(text.replace('"stride": 1', '"stride": 2'))  # one digit
+    with pytest.raises(ValueError, match="checksum does not match its content"):
+        again.load(tmp_path / "ckpt")
     with pytest.raises(ValueError, match="not a checkpoint"):
         again.load(tmp_path / "missing")
     bank.save(tmp_path / "other")
-    manifest = json.loads((tmp_path / "other" / "manifest.json").read_text())
+    manifest = json.loads((current(tmp_path / "other") / "manifest.json").read_text())
     manifest["system"] = "mem4nav"
-    (tmp_path / "other" / "manifest.json").write_text(json.dumps(manifest))
+    (current(tmp_path / "other") / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="holds a 'mem4nav' memory"):
         again.load(tmp_path / "other")
+    assert again.stats() == bank.stats()
+
+
+def test_a_checkpoint_made_with_another_configuration_is_refused(bank, tmp_path):
+    bank.save(tmp_path / "ckpt")
+    other = FrameBank(FrameBankConfig(encoder="gt_hash", min_pixels=5))
+    with pytest.raises(ValueError, match="another configuration: min_pixels"):
+        other.load(tmp_path / "ckpt")
+    assert other.stats().frames_seen == 0
+
+
+def test_nan_or_shifted_arrays_are_refused_even_with_a_matching_checksum(bank, tmp_path):
+    """Data that parses but is wrong: re-signed after tampering, so only the checks catch it."""
+    import hashlib
+
+    from embodied_mem.memory import base
+
+    bank.save(tmp_path / "ckpt")
+    folder = current(tmp_path / "ckpt")
+    for name, spoil in (("centroids", lambda a: np.where(np.arange(a.size).reshape(a.shape) == 3, np.nan, a)), ("instance_frame", lambda a: a[::-1].copy())):
+        with np.load(folder / "arrays.npz") as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        arrays[name] = spoil(arrays[name]).astype(arrays[name].dtype)
+        np.savez(folder / "arrays.npz", **arrays)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["arrays_sha256"] = base._sha256(folder / "arrays.npz")
+        body = {k: v for k, v in manifest.items() if k != "sha256"}
+        manifest["sha256"] = hashlib.sha256(base._canonical(body)).hexdigest()
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        fresh = FrameBank(FrameBankConfig(encoder="gt_hash"))
+        with pytest.raises(ValueError, match=name):
+            fresh.load(tmp_path / "ckpt")
+        assert fresh.stats().frames_seen == 0
+        bank.save(tmp_path / "ckpt")
+        folder = current(tmp_path / "ckpt")
+
+
+def test_text_recall_while_frames_arrive_never_fails(one_day):
+    """Recall finishes deferred embeddings inside its read lock: no frame without one."""
+    import threading
+
+    memory = FrameBank(FrameBankConfig(encoder="gt_hash"))
+    errors = []
+    done = threading.Event()
+
+    def ask():
+        while not done.is_set():
+            try:
+                memory.recall(Query("a mug on the table"))
+            except Exception as error:  # noqa: BLE001 - any failure is the bug
+                errors.append(error)
+                return
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for obs in one_day.observations[:150]:
+        memory.observe(obs)
+    done.set()
+    for thread in threads:
+        thread.join()
+    assert not errors and memory.stats().frames_seen == 150
 
 
 def test_subsampled_frames_keeps_a_bounded_uniform_sample(one_day):
@@ -133,3 +207,30 @@ def test_subsampled_frames_keeps_a_bounded_uniform_sample(one_day):
     # its diary only knows the events of the frames it kept
     kept_ids = {f.frame_id for f in memory.frames}
     assert all(entry.frame_id in kept_ids for entry in memory.diary.entries)
+
+
+@pytest.mark.parametrize("name", ["frame_bank", "subsampled_frames"])
+def test_a_failure_inside_observe_leaves_no_partial_write(one_day, name, monkeypatch):
+    """All or nothing: a frame whose write fails at its last step (the gate's commit raises,
+    after the frame list, the tracker and the diary changed) leaves the memory as it was."""
+    config = FrameBankConfig(encoder="gt_hash") if name == "frame_bank" else SubsampledFramesConfig(encoder="gt_hash", max_frames=16)
+    memory = FrameBank(config, name)
+    memory.set_floor_plan(one_day.episode.floor_plan())
+    grasp = next(n for n, o in enumerate(one_day.observations) if any(e.kind == "grasp" for e in o.events))
+    for obs in one_day.observations[:grasp]:
+        memory.observe(obs)
+    memory.flush()
+    query = first_object_query(one_day.episode.final_pose)
+    before = (memory.stats(), json.dumps(memory.tracker.to_dict(), sort_keys=True), [h.frame_id for h in memory.recall(query).hits])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(memory.gate, "commit", broken)
+    with pytest.raises(RuntimeError):
+        memory.observe(one_day.observations[grasp])  # a grasp: the tracker marks a track held
+    monkeypatch.undo()
+    after = (memory.stats(), json.dumps(memory.tracker.to_dict(), sort_keys=True), [h.frame_id for h in memory.recall(query).hits])
+    assert after == before
+    memory.observe(one_day.observations[grasp])  # and the same frame is taken afterwards
+    assert memory.stats().frames_seen == before[0].frames_seen + 1

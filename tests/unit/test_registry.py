@@ -33,3 +33,12 @@ def test_unknown_memory_and_unknown_key_are_clear_errors():
         build("memory", {"name": "frame_bank", "encoder": "gt_hash", "colour": 1})
     with pytest.raises(ValueError, match="needs a 'name'"):
         build("memory", {"encoder": "gt_hash"})
+
+
+def test_the_simulator_never_imports_the_memories():
+    """Adapters import the library, never the memories' internals (sim/ sits beside memory/)."""
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "sim"
+    offenders = [str(p) for p in root.rglob("*.py") if re.search(r"^\s*(from|import) embodied_mem\.memory", p.read_text(), re.M)]
+    assert offenders == []

@@ -166,3 +166,46 @@ def test_floor_plan_rooms_and_round_trip():
         FloorPlan((plan.regions[0], plan.regions[0]))
     with pytest.raises(ValueError, match="polygon"):
         Region("bad", ((0, 0), (1, 1)))
+
+
+def test_a_waiting_writer_goes_before_new_readers():
+    """observe() cannot starve under a busy recall loop: new readers queue behind a writer."""
+    import threading
+    import time
+
+    from embodied_mem.memory.base import ReadWriteLock
+
+    lock = ReadWriteLock()
+    order = []
+    first_reader_in = threading.Event()
+    release_first = threading.Event()
+
+    def first_reader():
+        with lock.reading():
+            first_reader_in.set()
+            release_first.wait(5)
+            order.append("reader 1 out")  # still inside: the writer cannot have started
+
+    def writer():
+        with lock.writing():
+            order.append("writer")
+
+    def late_reader():
+        with lock.reading():
+            order.append("reader 2")
+
+    threads = [threading.Thread(target=first_reader)]
+    threads[0].start()
+    first_reader_in.wait(5)
+    threads.append(threading.Thread(target=writer))
+    threads[1].start()
+    while not lock._writers_waiting:  # the writer is queued
+        time.sleep(0.001)
+    threads.append(threading.Thread(target=late_reader))
+    threads[2].start()
+    time.sleep(0.05)
+    assert order == []  # the late reader waits behind the writer, the writer behind reader 1
+    release_first.set()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["reader 1 out", "writer", "reader 2"]
