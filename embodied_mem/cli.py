@@ -22,6 +22,7 @@ VERBS = {
     "viz": "stream one episode into a memory and draw what it remembers over the floor plan",
     "bench": "benchmarks: simulator frames/s, ingest rate and recall latency at 1k/10k/100k observations",
     "config": "print the composed config (with your overrides) and exit",
+    "nodes": "start a ROS 2 graph (sim, memory, agent) as separate processes from a graph YAML, without a ROS install",
 }
 
 EVAL_HELP = """\
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         from embodied_mem.eval.bench import main as bench_main
 
         return bench_main(rest)
+    if verb == "nodes":
+        from embodied_mem.nodes.graph import main as nodes_main
+
+        return nodes_main(rest)
     if "-h" in rest or "--help" in rest:
         from embodied_mem.registry import names
 
