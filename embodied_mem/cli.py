@@ -22,6 +22,8 @@ VERBS = {
     "viz": "stream one episode into a memory and draw what it remembers over the floor plan",
     "bench": "benchmarks: simulator frames/s, ingest rate and recall latency at 1k/10k/100k observations",
     "config": "print the composed config (with your overrides) and exit",
+    "record": "live one embedded episode and write its observations to a rosbag2-compatible MCAP bag (ros extra)",
+    "replay": "build any memory from a bag (recorded here or by the memory node on a robot) and save its checkpoint",
     "nodes": "start a ROS 2 graph (sim, memory, agent) as separate processes from a graph YAML, without a ROS install",
 }
 
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         from embodied_mem.eval.bench import main as bench_main
 
         return bench_main(rest)
+    if verb in ("record", "replay"):
+        from embodied_mem.nodes.replay import main as replay_main
+
+        return replay_main(verb, rest)
     if verb == "nodes":
         from embodied_mem.nodes.graph import main as nodes_main
 
