@@ -26,7 +26,14 @@ def test_objects_join_within_the_radius_and_stay_apart_beyond_it():
     tracker = EntityTracker(c)
     (a,) = tracker.assign([view([0, 0, 0.8])], 0.0)
     (other,) = tracker.assign([view([c.object_radius + 0.05, 0, 0.8])], 1.0)
-    assert other != a  # two mugs 0.4 m apart are two mugs
+    assert other != a
+    tracker = EntityTracker()  # the default, in metres a person would use: two mugs 0.45 m apart are two mugs
+    assert len(set(tracker.assign([view([0, 0, 0.8]), view([0.45, 0, 0.8])], 0.0) + tracker.assign([view([0.44, 0, 0.8])], 1.0))) == 2
+
+
+def test_the_documented_defaults():
+    """memory/association.py's rules as documented (and mirrored in configs/memory/*.yaml)."""
+    assert TrackerConfig() == TrackerConfig(object_radius=0.35, label_penalty=0.15, receptacle_margin=0.3, min_sightings=2, grasp_radius=0.6, surface_margin=0.25)
 
 
 def test_a_disagreeing_label_costs_the_penalty():
