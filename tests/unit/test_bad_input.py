@@ -19,7 +19,7 @@ BAD_FIELDS = {
     "day": ([-1, "monday", None, 2.5], "Observation.day"),
     "pose": ([None, "here", (0.0, 0.0, 0.0)], "Observation.pose"),
     "camera": ([None, "head"], "Observation.camera"),
-    "rgb": (["float", "gray", "empty", "small", None], "Observation.rgb"),
+    "rgb": (["float", "gray", "empty", "small", None], r"Observation\.(rgb|depth shape)"),  # a smaller rgb: the pair mismatches
     "depth": (["double", "small", "negative", "3d", None], "Observation.depth"),
     "detections": ([None, "mug", ["mug"], "small_mask"], "Observation.detections"),
     "events": ([None, "grasp", [("grasp", 1.0)]], "Observation.events"),
@@ -103,7 +103,7 @@ def test_bad_observations_are_refused_by_name_and_change_nothing(memories, one_d
     near = one_day.observations[59].pose
     before_stats, before = memory.stats(), answers(memory, near)
     source = one_day.observations[60 + data.draw(st.integers(0, 20))]
-    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+    with pytest.raises(ValueError, match=message if "\\" in message else message.replace(".", r"\.")):
         memory.observe(spoil(source, field, value))
     assert memory.stats() == before_stats, (name, field, value)
     assert answers(memory, near) == before, (name, field, value)
