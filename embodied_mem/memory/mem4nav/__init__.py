@@ -26,9 +26,10 @@ What we implement (files)
   radius query that descends from the root pruning boxes by box-sphere distance.
 - ``graph.py``: the semantic graph on a networkx DiGraph (node rule, edge rule with the 2-way
   mean, no self-loops, Dijkstra).
-- ``stm.py``: the short-term cache (fixed arrays of K slots).
+- ``stm.py``: the short-term cache (fixed arrays of K slots, each with its write-time anchor).
 - ``ltm.py``: the reversible transformer (additive coupling, F = multi-head self-attention,
-  G = GELU MLP; depth 6, 8 heads, MLP ratio 4) and an exact token index.
+  G = GELU MLP; depth 6, 8 heads, MLP ratio 4), an exact token index and read caches.
+- ``state.py``: checkpoint helpers; each component has ``to_state()`` / ``from_state()``.
 - ``system.py``: the ``MemorySystem`` (``build("memory", {"name": "mem4nav"})``), config
   ``Mem4NavConfig`` mirrored by ``configs/memory/mem4nav.yaml``.
 
@@ -50,7 +51,7 @@ after construction is refused before anything is stored). Each detection with de
 (``visible_instances``) is an object observation ``v_t`` = text embedding of the detector's
 per-frame description (its label and attribute guesses, possibly wrong) at ``p_t`` = its world
 centroid -> octree leaf (key = Morton of ``p_t``) -> LTM write + STM write (``p_rel`` relative to
-the current node), under the track id the tracker assigned it. Per frame, the descriptor =
+the current node, and that node's position as the entry's anchor), under the track id the tracker assigned it. Per frame, the descriptor =
 normalised mean of the detections' embeddings at the robot's position -> graph node update or
 creation, an edge when the node changed, and the node's LTM write. All of a frame's tokens go
 through R in one batched call (one thread; see ``torch_threads``). Events: the tracker infers
@@ -111,16 +112,40 @@ Substitutions
   navigation loss (plus a cycle loss) that we do not have. The learned query projection
   ``Proj([v_t ; p_t])`` is replaced by ``q = R([0 ; v_q])``; the learned heads ``pi_p`` / ``pi_d``
   are not used: positions come from the key (leaf centre by Morton decode, or node position).
-- Exact numpy k-NN instead of HNSW: a home holds at most a few thousand live tokens (a scan is
-  well under a millisecond) and hnswlib needs a C++ toolchain on the user's machine. The L2
-  step returns ``ltm_candidates`` (32) tokens, which are decoded with R^-1 and re-ranked by
-  ``cos(v_s, v_q)`` down to ``ltm_top_m`` (3), since an untrained R's token space is not a
-  semantic space.
+- Exact numpy k-NN instead of HNSW: the index holds one live token per visited leaf and graph
+  node, rewritten by every observation of that place; the benchmark home has 354 after one day
+  and 354 after 100,000 replayed observations (170 days), where the scan costs ~0.1-0.3 ms,
+  while one hnswlib update at the paper's M = 64 / efConstruction = 500 costs 10-46 ms (1k-20k
+  points, 768-d; ``ltm.py``).
 - ``c_instr`` is the public code's constant 0.1: during history collection there is no
   instruction to cost.
 
 Departures from the paper / public code, and fixes of the public code
 ----------------------------------------------------------------------
+- F, the attention of each reversible block, attends over the d-vector cut into ``rt_chunks``
+  (8) pieces of d/8 (plus a fixed per-piece position embedding): a token is one 2d vector, not
+  a sequence, so the public code's self-attention over a single position would be a plain
+  linear map. Dropout is 0 (the paper's 0.1 breaks exact inversion, its bug 7).
+- ``rt_init_gain`` (0.03): R's residual output layers are scaled down at init, so the untrained
+  R stays near identity and tokens keep the geometry of what was written (``ltm.py`` has the
+  numbers); the paper trains R instead.
+- Cosine re-rank: the L2 step returns ``ltm_candidates`` (32) tokens, which are decoded with R^-1
+  and re-ranked by ``cos(v_s, v_q)`` down to ``ltm_top_m`` (3): an untrained R's token space is
+  not a semantic space (the paper returns the L2 top-m of a trained one).
+- STM anchors (a fix): each STM entry keeps the position its graph node had at write time,
+  and retrieval re-anchors it on the node current now (``p_rel,i + anchor_i - p_{u_c}``) before
+  the epsilon test. The public code compares the stored ``p_rel,i`` with ``q_rel`` as if every
+  entry had been written at the current node and nodes never moved; node positions are running
+  means and the robot changes nodes, so on the benchmark day (gt_hash) the positions that test
+  implied lay a median 3.4 m from the entry's leaf, 73 % beyond epsilon = 3 m (``stm.py``).
+- Leaves keep no ``observations_count`` and no last ``v_t`` (the public code's fields): nothing
+  read them, and ``last_v`` cost 1.5 KB a leaf; the latest ``v_t`` is what R^-1 of the leaf's
+  token gives back.
+- Read caches (exact; not the paper's, which has no cost model): in the LTM (``ltm.py``) the
+  decoded ``v_s`` of each key until its next write, and the query tokens of recurring queries
+  (entity descriptions), computed in fixed-shape batches so that a cached value equals an
+  uncached read (``stats().bytes`` counts them); in the system, ``catalog()`` and the tracks'
+  description embeddings until the next write (``catalog`` hands out copies).
 - Geometry: the paper's Lambda = 16 over L = 100 m gives 1.5 mm leaves (street-scale VLN). In a
   home objects are re-observed from many poses and centroids jitter by centimetres, so the
   default is depth 8 over 51.2 m with origin -25.6 m on each axis: 0.2 m leaves. Configurable.
@@ -148,12 +173,17 @@ Departures from the paper / public code, and fixes of the public code
 
 Checkpoints and size
 --------------------
-``save`` writes json + npz (leaves, sightings, graph, STM slots, LTM tokens, tracker, diary with
-its floor plan, gate). R's weights are not saved: they are regenerated from the seed; the
-checkpoint stores R's spec and a SHA-256 of its weights, and ``load`` refuses one whose
-checksum (or octree geometry / encoder) differs, or whose tracker is missing, malformed or
-lacks a track that a sighting names, leaving the memory as it was. ``stats().bytes`` counts
-every numpy array plus an estimate of the Python objects around them (per leaf, sighting,
+``save`` writes json + npz through ``base.save_manifest``: each component's own ``to_state()``
+(octree: leaves and sightings; graph: nodes, edges, current node; STM: slots with anchors;
+LTM: R's spec and weight checksum, theta's norm, keys and tokens), its arrays prefixed with the
+component's name (``octree.codes``, ``stm.anchor``, ...), plus tracker, diary with its floor
+plan, gate and clocks. R's weights are not saved: they are regenerated from the seed. ``load``
+(``restore`` for an in-memory state) rebuilds every component with its ``from_state()``, which
+refuses inconsistent arrays, then refuses a checkpoint whose R checksum, octree geometry,
+encoder or STM / graph parameters differ from this memory's, whose STM / LTM keys name no leaf
+or node, or whose tracker is missing, malformed or lacks a track that a sighting names; all
+with ``ValueError``, leaving the memory as it was. The read caches are not saved. ``stats().bytes`` counts
+every numpy array (the LTM's read caches included) plus an estimate of the Python objects around them (per leaf, sighting,
 node, edge, key, track, diary entry, seen frame id); R's ~29 MB of weights are excluded, like
 the text encoder's.
 

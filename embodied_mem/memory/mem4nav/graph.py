@@ -8,6 +8,9 @@
   ``w = alpha * ||p_prev - p_c|| + beta * c_instr`` (clamped at 0); an existing edge's weight
   becomes the mean of old and new. No self-loops. Routing is Dijkstra over these weights.
 
+Our bookkeeping on a node (not the paper's): ``frame_id`` / ``pose``, the frame that last
+updated it and its observer pose (``note_frame``; None until noted), and ``last_stamp``.
+
 Node ids are plain ints here; the memory system namespaces them (``("node", id)``) so they
 never collide with octree Morton keys in the STM / LTM key space (the public code collides).
 The public code never adds an edge (it passes node objects where ids are expected); this one does.
@@ -19,6 +22,9 @@ from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
+
+from embodied_mem.memory.mem4nav.state import pose_rows, shaped
+from embodied_mem.types import Pose
 
 
 @dataclass
@@ -74,7 +80,7 @@ class SemanticGraph:
 
     def _add_node(self, descriptor: np.ndarray, position: np.ndarray, stamp: float) -> int:
         node = len(self)
-        self.graph.add_node(node, position=position.copy(), count=1, creation_time=float(stamp), last_stamp=float(stamp), visits=1)
+        self.graph.add_node(node, position=position.copy(), count=1, creation_time=float(stamp), last_stamp=float(stamp), visits=1, frame_id=None, pose=None)
         self.descriptors = np.vstack([self.descriptors, descriptor[None, :]])
         return node
 
@@ -116,7 +122,74 @@ class SemanticGraph:
         """Dijkstra lengths from each source to every node it reaches."""
         return {source: nx.single_source_dijkstra_path_length(self.graph, source, weight="weight") for source in sources}
 
+    def note_frame(self, node: int, frame_id: int, pose: Pose) -> None:
+        """Our bookkeeping: the frame (and its observer pose) that last updated ``node``."""
+        attributes = self.graph.nodes[node]
+        attributes["frame_id"], attributes["pose"] = int(frame_id), pose
+
     def clear(self) -> None:
         self.graph.clear()
         self.descriptors = np.zeros((0, self.dim), dtype=np.float32)
         self.current = None
+
+    # ------------------------------------------------------------------ checkpoints
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Parameters and the current node; per node (row = id) its fields, per edge one row."""
+        nodes = [self.graph.nodes[n] for n in range(len(self))]
+        edges = list(self.graph.edges(data="weight"))
+        state = {"dim": self.dim, "delta": self.delta, "alpha": self.alpha, "beta": self.beta, "current": self.current}
+        arrays = {
+            "positions": np.array([node["position"] for node in nodes], dtype=np.float64).reshape(-1, 3),
+            "descriptors": self.descriptors.copy(),
+            "count": np.array([node["count"] for node in nodes], dtype=np.int64),
+            "visits": np.array([node["visits"] for node in nodes], dtype=np.int64),
+            "creation_time": np.array([node["creation_time"] for node in nodes], dtype=np.float64),
+            "last_stamp": np.array([node["last_stamp"] for node in nodes], dtype=np.float64),
+            "frame_id": np.array([-1 if node["frame_id"] is None else node["frame_id"] for node in nodes], dtype=np.int64),
+            "pose": pose_rows([node["pose"] for node in nodes]),
+            "edge_source": np.array([s for s, _, _ in edges], dtype=np.int64),
+            "edge_target": np.array([t for _, t, _ in edges], dtype=np.int64),
+            "edge_weight": np.array([w for _, _, w in edges], dtype=np.float64),
+        }
+        return state, arrays
+
+    @classmethod
+    def from_state(cls, state: dict, arrays: dict[str, np.ndarray]) -> SemanticGraph:
+        """A new graph from ``to_state``'s output; ``ValueError`` if it is not consistent."""
+        graph = cls(int(state["dim"]), float(state["delta"]), float(state["alpha"]), float(state["beta"]))
+        n = len(arrays["positions"])
+        positions = shaped(arrays, "positions", (n, 3), "f")
+        graph.descriptors = shaped(arrays, "descriptors", (n, graph.dim), "f").astype(np.float32)
+        count, visits = shaped(arrays, "count", (n,), "i"), shaped(arrays, "visits", (n,), "i")
+        if np.any(count < 1) or np.any(visits < 1):
+            raise ValueError("graph node counts and visits must be at least 1")
+        creation, last = shaped(arrays, "creation_time", (n,), "f"), shaped(arrays, "last_stamp", (n,), "f")
+        frames, poses = shaped(arrays, "frame_id", (n,), "i"), shaped(arrays, "pose", (n, 7), "f", finite=False)
+        for node in range(n):
+            pose = poses[node]
+            if np.all(np.isnan(pose)) and frames[node] == -1:
+                frame_id, pose = None, None
+            else:
+                frame_id, pose = int(frames[node]), Pose(pose[:3], pose[3:])  # Pose refuses NaN / a bad quaternion
+            graph.graph.add_node(
+                node,
+                position=positions[node].astype(np.float64),
+                count=int(count[node]),
+                visits=int(visits[node]),
+                creation_time=float(creation[node]),
+                last_stamp=float(last[node]),
+                frame_id=frame_id,
+                pose=pose,
+            )
+        m = len(arrays["edge_source"])
+        weights = shaped(arrays, "edge_weight", (m,), "f")
+        edges = zip(shaped(arrays, "edge_source", (m,), "i").tolist(), shaped(arrays, "edge_target", (m,), "i").tolist(), weights.tolist())
+        for source, target, weight in edges:
+            if not (0 <= source < n and 0 <= target < n) or source == target or weight < 0 or graph.graph.has_edge(source, target):
+                raise ValueError(f"bad graph edge {source} -> {target} ({weight})")
+            graph.graph.add_edge(source, target, weight=float(weight))
+        current = state["current"]
+        if current is not None and not (isinstance(current, int) and 0 <= current < n):
+            raise ValueError(f"current graph node {current!r} does not exist")
+        graph.current = current
+        return graph

@@ -39,22 +39,35 @@ uses 0.1, about half of one write's increment at gain 0.03 (62 % -> 97 % above n
 
 Index: an exact in-memory L2 index (numpy) with one live row per key; rewriting a key overwrites
 its row, and rows of removed keys are reused. The paper uses HNSW (hnswlib), whose labels the
-public code never reuses (MemoryError after 20,000 writes). A home holds at most a few thousand
-live tokens, where an exact scan costs well under a millisecond, and hnswlib would need a C++
-toolchain on the user's machine.
+public code never reuses (MemoryError after 20,000 writes). Why not HNSW here: every
+observation rewrites its leaf's and its node's token, and an HNSW update is a graph search
+(hnswlib at the paper's M = 64 / efConstruction = 500, 768-d: 10 ms per update at 1,000
+points, 46 ms at 20,000, against 6 ms for a whole frame's R call), while the live tokens stay
+few (one per visited leaf and node: 354 after 1 day of the benchmark home and still 354 after
+100,000 replayed observations, 170 days), where the scan costs ~0.1-0.3 ms (1,000 x 768 float32).
+
+Reads (exact, only faster): ``v_s = R^-1(token)[d:]`` is cached per key until the key's next
+write (a read decodes every key written since the last read, up to ``WARM_ALL``, not only its
+candidates: one batch of work after a burst of writes instead of a decode in every query), and
+the query token ``R([0 ; v_q])`` of recurring queries (entity descriptions) per query vector
+(LRU). R's batched matmuls round a row differently with the batch size (5e-7), so both run in
+fixed-shape batches (decode: chunks of ``DECODE_CHUNK`` rows, zero-padded; query: one row),
+which makes a cached value the one an uncached read would compute, whatever was read with it.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
 
+from embodied_mem.memory.mem4nav.state import keys_from_arrays, keys_to_arrays, shaped
 from embodied_mem.runtime import torch_threads
 
 
@@ -170,6 +183,11 @@ class ReversibleTransformer(nn.Module):
 
     def checksum(self) -> str:
         """SHA-256 of the weights (as float32), to refuse tokens written by a different R."""
+        if getattr(self, "_checksum", None) is None:
+            self._checksum = self._digest()
+        return self._checksum
+
+    def _digest(self) -> str:
         digest = hashlib.sha256()
         for name, tensor in sorted(self.state_dict().items()):
             digest.update(name.encode())
@@ -246,7 +264,7 @@ class TokenIndex:
     def state(self) -> tuple[list[Hashable], np.ndarray]:
         """Live keys and their tokens, in row order (for checkpoints)."""
         slots = sorted(self.slot_of.values())
-        return [self.keys[s] for s in slots], self.matrix[slots].copy()
+        return [self.keys[s] for s in slots], self.matrix[slots].copy().reshape(-1, self.dim)
 
     @property
     def nbytes(self) -> int:
@@ -261,6 +279,11 @@ class LtmMatch:
     v_s: np.ndarray
 
 
+DECODE_CHUNK = 16  # rows per R^-1 call on reads (fixed shape: see the module docstring)
+WARM_ALL = 1024  # a read decodes every stale key (not only its candidates) when at most this many are stale
+QUERY_CACHE = 256  # query tokens kept (LRU), keyed by the query vector's bytes (0.8 MB at d = 384)
+
+
 class LongTermMemory:
     """Token writes through R, exact k-NN candidates, decode and re-rank by cosine."""
 
@@ -270,6 +293,12 @@ class LongTermMemory:
         self.theta_norm = float(theta_norm)
         self.capacity = capacity
         self.index = TokenIndex(2 * self.dim, capacity)
+        self._decoded: dict[Hashable, np.ndarray] = {}  # key -> v_s of its current token
+        self._stale: dict[Hashable, None] = {}  # live keys whose v_s is not cached (an ordered set)
+        self._queries: OrderedDict[bytes, np.ndarray] = OrderedDict()  # v_q bytes -> R([0 ; v_q])
+
+    def __len__(self) -> int:
+        return len(self.index)
 
     def carry(self, token: np.ndarray | None) -> np.ndarray:
         """theta_prev from a key's previous token: its first half, rescaled to ``theta_norm`` (> 0)."""
@@ -312,27 +341,68 @@ class LongTermMemory:
     def commit(self, keys: list[Hashable], tokens: list[np.ndarray]) -> None:
         for key, token in zip(keys, tokens):
             self.index.put(key, token)
+            self._decoded.pop(key, None)  # the cached v_s was the old token's
+            self._stale[key] = None
 
     def write(self, keys: list[Hashable], vectors: np.ndarray) -> list[np.ndarray]:
         tokens = self.compute_writes(keys, vectors)
         self.commit(keys, tokens)
         return tokens
 
-    def query_tokens(self, queries: np.ndarray) -> np.ndarray:
-        """q = R([0 ; v_q]): the paper's learned Proj([v_t ; p_t]) is untrained here."""
-        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        inputs = np.concatenate([np.zeros_like(queries), queries], axis=1)
-        return self.transformer.encode(inputs).astype(np.float32)
+    def remove(self, key: Hashable) -> None:
+        """Forget ``key`` (its token and cached v_s)."""
+        self.index.remove(key)
+        self._decoded.pop(key, None)
+        self._stale.pop(key, None)
 
-    def retrieve(self, queries: np.ndarray, candidates: int, m: int) -> list[list[LtmMatch]]:
-        """Per query: top-``candidates`` tokens by L2, decoded, re-ranked by cos(v_s, v_q), top ``m``."""
+    def query_tokens(self, queries: np.ndarray, remember: bool = True) -> np.ndarray:
+        """q = R([0 ; v_q]) per row (the paper's learned Proj([v_t ; p_t]) is untrained here);
+        one row per R call, looked up in (and, if ``remember``, added to) the query cache."""
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        out = np.empty((len(queries), 2 * self.dim), dtype=np.float32)
+        for row, query in enumerate(queries):
+            name = query.tobytes()
+            token = self._queries.get(name)
+            if token is None:
+                token = self.transformer.encode(np.concatenate([np.zeros_like(query), query])[None])[0].astype(np.float32)
+                if remember:
+                    self._queries[name] = token
+                    if len(self._queries) > QUERY_CACHE:
+                        self._queries.popitem(last=False)
+            else:
+                self._queries.move_to_end(name)
+            out[row] = token
+        return out
+
+    def decoded(self, keys: list[Hashable]) -> list[np.ndarray]:
+        """``v_s = R^-1(token)[d:]`` of each key's current token (cached until its next write).
+
+        When few keys are stale (at most ``WARM_ALL``: those written since the last read), all of
+        them are decoded now, in full chunks, so the reads after a burst of writes find them
+        cached; else only ``keys``.
+        """
+        missing = [key for key in dict.fromkeys(keys) if key not in self._decoded]
+        if missing and len(self._stale) <= WARM_ALL:
+            missing = list(dict.fromkeys([*missing, *(key for key in self._stale if key in self.index.slot_of)]))
+        for start in range(0, len(missing), DECODE_CHUNK):
+            chunk = missing[start : start + DECODE_CHUNK]
+            tokens = np.zeros((DECODE_CHUNK, 2 * self.dim), dtype=np.float32)
+            tokens[: len(chunk)] = np.stack([self.index.get(key) for key in chunk])
+            decoded = self.transformer.decode(tokens)
+            for row, key in enumerate(chunk):
+                self._decoded[key] = decoded[row, self.dim :].astype(np.float32)
+                self._stale.pop(key, None)
+        return [self._decoded[key] for key in keys]
+
+    def retrieve(self, queries: np.ndarray, candidates: int, m: int, remember: bool = True) -> list[list[LtmMatch]]:
+        """Per query: top-``candidates`` tokens by L2, decoded, re-ranked by cos(v_s, v_q), top ``m``.
+        ``remember``: keep the query tokens (for queries that recur, e.g. entity descriptions)."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if len(self.index) == 0:
             return [[] for _ in queries]
-        found = self.index.search(self.query_tokens(queries), candidates)
+        found = self.index.search(self.query_tokens(queries, remember), candidates)
         union = list(dict.fromkeys(key for row in found for key, _ in row))
-        decoded = self.transformer.decode(np.stack([self.index.get(key) for key in union]))
-        v_s = {key: decoded[n, self.dim :].astype(np.float32) for n, key in enumerate(union)}
+        v_s = dict(zip(union, self.decoded(union)))
         results = []
         for query, row in zip(queries, found):
             matches = [LtmMatch(key, _cosine(v_s[key], query), distance, v_s[key]) for key, distance in row]
@@ -340,8 +410,49 @@ class LongTermMemory:
             results.append(matches[:m])
         return results
 
+    @property
+    def nbytes(self) -> int:
+        """The index, plus the read caches (decoded v_s per key, query tokens)."""
+        return self.index.nbytes + 4 * self.dim * len(self._decoded) + 8 * self.dim * len(self._queries)
+
+    def clear_caches(self) -> None:
+        """Drop the read caches (they refill, with the same values, on the next reads)."""
+        self._decoded.clear()
+        self._queries.clear()
+        self._stale = dict.fromkeys(self.index.slot_of)
+
     def clear(self) -> None:
         self.index = TokenIndex(2 * self.dim, self.capacity)
+        self.clear_caches()
+
+    # ------------------------------------------------------------------ checkpoints
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """R's spec and weight checksum, theta's norm, and the live keys with their tokens (the
+        read caches are not saved: they are recomputed, identically, on the first reads)."""
+        keys, tokens = self.index.state()
+        kinds, kind_index, values = keys_to_arrays(keys)
+        state = {
+            "transformer": {"spec": asdict(self.transformer.spec), "checksum": self.transformer.checksum()},
+            "theta_norm": self.theta_norm,
+            "key_kinds": kinds,
+        }
+        return state, {"key_kind": kind_index, "key_value": values, "tokens": tokens}
+
+    @classmethod
+    def from_state(cls, transformer: ReversibleTransformer, state: dict, arrays: dict[str, np.ndarray], capacity: int = 256) -> LongTermMemory:
+        """A new LTM over ``transformer``; ``ValueError`` if the tokens were written by another R
+        (spec or weight checksum differ) or the arrays are not consistent."""
+        saved = state["transformer"]
+        if saved["checksum"] != transformer.checksum() or saved["spec"] != asdict(transformer.spec):
+            raise ValueError("the checkpoint's tokens were written by a different reversible transformer (weights checksum differs)")
+        ltm = cls(transformer, float(state["theta_norm"]), capacity)
+        n = len(arrays["key_kind"])
+        keys = keys_from_arrays(state["key_kinds"], shaped(arrays, "key_kind", (n,), "i"), shaped(arrays, "key_value", (n,), "i"), allow_free=False)
+        tokens = shaped(arrays, "tokens", (n, 2 * ltm.dim), "f")
+        for key, token in zip(keys, tokens):
+            ltm.index.put(key, token.astype(np.float32))
+        ltm._stale = dict.fromkeys(keys)
+        return ltm
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

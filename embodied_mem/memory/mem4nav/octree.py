@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from embodied_mem.memory.mem4nav.state import pose_rows, shaped
 from embodied_mem.types import Pose
 
 MAX_DEPTH = 21  # 21 bits per axis -> 63-bit keys, which fit an int64 in checkpoints
@@ -49,13 +50,24 @@ def _compact_bits(value: int) -> int:
 
 
 def morton_encode(i: int, j: int, k: int) -> int:
-    """Interleave three non-negative integers of up to 21 bits (x lowest)."""
-    return _spread_bits(int(i)) | (_spread_bits(int(j)) << 1) | (_spread_bits(int(k)) << 2)
+    """Interleave three non-negative integers of up to 21 bits (x lowest).
+
+    ``ValueError`` for a negative coordinate or one of 22 bits or more: masking it to 21 bits
+    (or wrapping a negative) would give another voxel's key.
+    """
+    coordinates = (int(i), int(j), int(k))
+    for axis, value in zip("ijk", coordinates):
+        if not 0 <= value <= _MASKS[0]:
+            raise ValueError(f"morton_encode: {axis}={value} is outside [0, 2^{MAX_DEPTH})")
+    i, j, k = coordinates
+    return _spread_bits(i) | (_spread_bits(j) << 1) | (_spread_bits(k) << 2)
 
 
 def morton_decode(code: int) -> tuple[int, int, int]:
-    """Inverse of ``morton_encode``."""
+    """Inverse of ``morton_encode``; ``ValueError`` for a code outside [0, 2^63)."""
     code = int(code)
+    if not 0 <= code < 1 << (3 * MAX_DEPTH):
+        raise ValueError(f"morton_decode: {code} is outside [0, 2^{3 * MAX_DEPTH})")
     return _compact_bits(code), _compact_bits(code >> 1), _compact_bits(code >> 2)
 
 
@@ -73,9 +85,11 @@ class Sighting:
 class Leaf:
     """A visited leaf voxel.
 
-    Paper / public-code fields: ``center``, ``size``, ``level``, ``observations``, ``last_v``.
-    The leaf's LTM token is not copied here: it lives once, in the LTM token index, under the
-    key ``("leaf", code)`` (the public code keeps a second copy on the leaf).
+    Paper / public-code fields: ``center``, ``size``, ``level``. The public code's
+    ``observations_count`` and last ``v_t`` are not kept: nothing reads them (the latest ``v_t``
+    written here is what ``R^-1`` of the leaf's token gives back), and ``last_v`` alone cost
+    1.5 KB a leaf. The leaf's LTM token is not copied here either: it lives once, in the LTM
+    token index, under the key ``("leaf", code)`` (the public code keeps a second copy).
     Our bookkeeping, used by ``catalog`` / ``locate``: ``last_stamp`` and ``sightings``
     (track id -> ``Sighting``).
     """
@@ -84,8 +98,6 @@ class Leaf:
     center: np.ndarray
     size: float
     level: int
-    observations: int = 0
-    last_v: np.ndarray | None = None
     last_stamp: float = -math.inf
     sightings: dict[int, Sighting] = field(default_factory=dict)
 
@@ -193,3 +205,56 @@ class SparseOctree:
         self.leaves.clear()
         for level in self.levels:
             level.clear()
+
+    # ------------------------------------------------------------------ checkpoints
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Geometry, the visited leaves (code, last stamp) and their sightings (one row each)."""
+        leaves = list(self.leaves.values())
+        sight = [(row, track_id, s) for row, leaf in enumerate(leaves) for track_id, s in leaf.sightings.items()]
+        state = {"depth": self.depth, "world_size": self.world_size, "origin": self.origin.tolist()}
+        arrays = {
+            "codes": np.array([leaf.code for leaf in leaves], dtype=np.int64),
+            "last_stamp": np.array([leaf.last_stamp for leaf in leaves], dtype=np.float64),
+            "sight_leaf": np.array([row for row, _, _ in sight], dtype=np.int64),
+            "sight_id": np.array([track_id for _, track_id, _ in sight], dtype=np.int64),
+            "sight_stamp": np.array([s.stamp for _, _, s in sight], dtype=np.float64),
+            "sight_frame": np.array([s.frame_id for _, _, s in sight], dtype=np.int64),
+            "sight_view": pose_rows([s.view for _, _, s in sight]),
+            "sight_quality": np.array([s.quality for _, _, s in sight], dtype=np.float64),
+        }
+        return state, arrays
+
+    @classmethod
+    def from_state(cls, state: dict, arrays: dict[str, np.ndarray]) -> SparseOctree:
+        """A new octree from ``to_state``'s output; ``ValueError`` if it is not consistent."""
+        tree = cls(int(state["depth"]), float(state["world_size"]), tuple(float(x) for x in state["origin"]))
+        codes = shaped(arrays, "codes", (len(arrays["codes"]),), "i")
+        stamps = shaped(arrays, "last_stamp", codes.shape, "f", finite=False)
+        if np.any(np.isnan(stamps)):
+            raise ValueError("octree leaf stamps are NaN")
+        if np.any(codes < 0) or np.any(codes >= 1 << (3 * tree.depth)):
+            raise ValueError(f"leaf codes outside an octree of depth {tree.depth}")
+        if len(np.unique(codes)) != len(codes):
+            raise ValueError("a leaf code appears twice")
+        leaves = []
+        for code, stamp in zip(codes.tolist(), stamps.tolist()):
+            leaf = tree.insert_or_get(int(code))
+            leaf.last_stamp = float(stamp)
+            leaves.append(leaf)
+        rows = shaped(arrays, "sight_leaf", (len(arrays["sight_leaf"]),), "i")
+        n = len(rows)
+        if np.any(rows < 0) or np.any(rows >= len(leaves)):
+            raise ValueError("a sighting names a leaf that does not exist")
+        columns = zip(
+            rows.tolist(),
+            shaped(arrays, "sight_id", (n,), "i").tolist(),
+            shaped(arrays, "sight_stamp", (n,), "f").tolist(),
+            shaped(arrays, "sight_frame", (n,), "i").tolist(),
+            shaped(arrays, "sight_view", (n, 7), "f"),
+            shaped(arrays, "sight_quality", (n,), "f").tolist(),
+        )
+        for row, track_id, stamp, frame_id, view, quality in columns:
+            if int(track_id) in leaves[row].sightings:
+                raise ValueError(f"leaf {leaves[row].code} has two sightings of {track_id}")
+            leaves[row].sightings[int(track_id)] = Sighting(float(stamp), int(frame_id), Pose(view[:3], view[3:]), float(quality))
+        return tree

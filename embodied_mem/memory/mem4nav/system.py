@@ -31,14 +31,13 @@ from embodied_mem.memory.base import (
 )
 from embodied_mem.memory.mem4nav.graph import SemanticGraph
 from embodied_mem.memory.mem4nav.ltm import LongTermMemory, ReversibleTransformer, TransformerSpec
-from embodied_mem.memory.mem4nav.octree import MAX_DEPTH, Leaf, Sighting, SparseOctree
+from embodied_mem.memory.mem4nav.octree import MAX_DEPTH, Leaf, SparseOctree
 from embodied_mem.memory.mem4nav.stm import ShortTermMemory
 from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
 from embodied_mem.registry import register
 from embodied_mem.types import FloorPlan, Hit, MemoryStats, Observation, Pose, Query, Recall
 
 LEAF, NODE = "leaf", "node"  # key namespaces: ("leaf", morton code) and ("node", node id)
-KEY_KINDS = {LEAF: 0, NODE: 1}
 
 # Rough CPython costs (bytes) of the Python objects around the numpy arrays, for stats().
 PY_LEAF = 700  # Leaf object + its dict, centre array, dict slot in octree.leaves
@@ -77,7 +76,7 @@ class Mem4NavConfig:
     # short-term memory
     stm_capacity: int = 128  # K
     stm_lambda: float = 0.5
-    stm_radius: float = 3.0  # epsilon (m), on node-relative coordinates
+    stm_radius: float = 3.0  # epsilon (m), on node-relative coordinates (entries re-anchored: stm.py)
     stm_top_k: int = 3
     stm_threshold: float = 0.7  # tau: best STM cosine needed to skip the LTM
     route_ends: int = 3  # graph nodes tried at each end of a route (distance_from)
@@ -150,7 +149,6 @@ class Mem4Nav:
         )
         self.transformer = ReversibleTransformer(self.spec)
         self.transformer.threads = config.torch_threads
-        self.weights_checksum = self.transformer.checksum()
         self._lock = ReadWriteLock()
         self._embed_lock = threading.Lock()
         self.reset()
@@ -170,6 +168,12 @@ class Mem4Nav:
         self.track_leaves: dict[int, set[int]] = {}  # track id -> leaves that saw it (derived)
         self.step = 0  # frames that wrote geometry: the STM clock
         self.out_of_bounds = 0  # detections outside the octree's cube (skipped)
+        self._changed()
+
+    def _changed(self) -> None:
+        """Drop what reads derive from the state (under the write lock, or before sharing)."""
+        self._catalog: list[Entity] | None = None  # catalog() until the next write
+        self._described: dict[int, np.ndarray] = {}  # track id -> embedding of its description
 
     @property
     def diary(self) -> ActionDiary:
@@ -194,6 +198,7 @@ class Mem4Nav:
         views = visible_instances(obs, self.config.min_pixels)
         vectors = self._embed([view.description for view in views]) if views else np.zeros((0, self.dim), np.float32)
         with self._lock.writing():
+            self._changed()
             ids, inferences = self.tracker.frame(views, obs.events, obs.stamp)  # releases first, grasps after
             if views:
                 self._write(obs, views, ids, vectors)
@@ -213,9 +218,8 @@ class Mem4Nav:
         if norm > 0:
             descriptor = descriptor / norm
         transition = self.graph.update(descriptor, obs.pose.position, obs.stamp, c.instruction_cost)
-        node = self.graph.graph.nodes[transition.node]
-        node["frame_id"], node["pose"] = int(obs.frame_id), obs.pose  # our bookkeeping: a frame that shows the node
-        anchor = self.graph.position(transition.node)
+        self.graph.note_frame(transition.node, obs.frame_id, obs.pose)  # our bookkeeping: a frame that shows the node
+        anchor = self.graph.position(transition.node).copy()  # the node's position now (a running mean: it moves later)
         placed = []
         for view, track_id, vector in zip(views, ids, vectors):
             code = self.octree.key(view.centroid)
@@ -232,12 +236,10 @@ class Mem4Nav:
             self.ltm.write(keys, np.stack(rows))
         for view, track_id, vector, code in placed:
             leaf = self.octree.insert_or_get(code)
-            leaf.observations += 1
-            leaf.last_v = vector.copy()  # not a view that would keep the whole frame batch alive
             leaf.last_stamp = obs.stamp
             leaf.see(track_id, obs.stamp, obs.frame_id, obs.pose, view_quality(obs.pose, view))
             self.track_leaves.setdefault(track_id, set()).add(code)
-            self.stm.write((LEAF, code), vector, view.centroid - anchor, self.step, track_id)
+            self.stm.write((LEAF, code), vector, view.centroid - anchor, self.step, track_id, anchor=anchor)
 
     # ------------------------------------------------------------------ retrieval
     def key_position(self, key: tuple[str, int]) -> np.ndarray:
@@ -245,26 +247,29 @@ class Mem4Nav:
         kind, value = key
         return self.octree.center_of(value) if kind == LEAF else self.graph.position(value).copy()
 
-    def retrieve(self, vectors: np.ndarray, position: np.ndarray, stm_k: int | None = None, ltm_m: int | None = None) -> list[tuple[str, list[Retrieved]]]:
+    def retrieve(self, vectors: np.ndarray, position: np.ndarray, stm_k: int | None = None, ltm_m: int | None = None, remember: bool = True) -> list[tuple[str, list[Retrieved]]]:
         """Multi-level retrieval for each query vector, all asked from ``position``.
 
-        Short-term first: entries within epsilon of ``q_rel = position - p_{u_c}``, ranked by
-        cosine. The long-term memory answers when no entry passes the filter or the best cosine
-        is below tau. The LTM queries of all vectors share one decode call.
+        Short-term first: entries within epsilon of ``q_rel = position - p_{u_c}`` (each entry
+        re-anchored on the current node ``u_c`` from the node position it was written against),
+        ranked by cosine. The long-term memory answers when no entry passes the filter or the
+        best cosine is below tau. ``remember``: the LTM keeps these query tokens (recurring
+        queries: entity descriptions; not one-off texts).
         """
         c = self.config
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         stm_k, ltm_m = stm_k or c.stm_top_k, ltm_m or c.ltm_top_m
         answers: list[tuple[str, list[Retrieved]] | None] = [None] * len(vectors)
         if self.graph.current is not None:
-            q_rel = np.asarray(position, dtype=np.float64) - self.graph.position(self.graph.current)
+            anchor = self.graph.position(self.graph.current)
+            q_rel = np.asarray(position, dtype=np.float64) - anchor
             for row, vector in enumerate(vectors):
-                matches = self.stm.retrieve(vector, q_rel, c.stm_radius, stm_k)
+                matches = self.stm.retrieve(vector, q_rel, c.stm_radius, stm_k, anchor=anchor)
                 if matches and matches[0].cosine >= c.stm_threshold:
                     answers[row] = ("stm", [Retrieved(m.key, m.cosine, "stm", self.key_position(m.key), m.object_id) for m in matches])
         missing = [row for row, answer in enumerate(answers) if answer is None]
         if missing:
-            results = self.ltm.retrieve(vectors[missing], max(c.ltm_candidates, ltm_m), ltm_m)
+            results = self.ltm.retrieve(vectors[missing], max(c.ltm_candidates, ltm_m), ltm_m, remember)
             for row, matches in zip(missing, results):
                 answers[row] = ("ltm", [Retrieved(m.key, m.cosine, "ltm", self.key_position(m.key)) for m in matches])
         return answers
@@ -285,7 +290,25 @@ class Mem4Nav:
 
     def catalog(self) -> list[Entity]:
         """Every confirmed track at the leaf of its latest current sighting, boxed by the leaves
-        around it; a track the robot moved and has not seen since, at its release point."""
+        around it; a track the robot moved and has not seen since, at its release point.
+
+        Computed once per state (until the next observe / load / reset: 12 ms at 568 tracks),
+        handed out as copies."""
+        if self._catalog is None:
+            self._catalog = self._build_catalog()
+        return [
+            Entity(e.entity_id, e.kind, e.category, dict(e.attributes), e.position.copy(), e.last_seen, (e.extent[0].copy(), e.extent[1].copy()))
+            for e in self._catalog
+        ]
+
+    def _description_vectors(self, track_ids: list[int]) -> np.ndarray:
+        """Embeddings of the tracks' descriptions (label and attribute votes), kept until the next write."""
+        missing = [i for i in dict.fromkeys(track_ids) if i not in self._described]
+        if missing:
+            self._described.update(zip(missing, self._embed([describe(*self.label_of(i)) for i in missing])))
+        return np.stack([self._described[i] for i in track_ids]) if track_ids else np.zeros((0, self.dim), np.float32)
+
+    def _build_catalog(self) -> list[Entity]:
         entities = []
         half = 0.5 * self.octree.leaf_size
         for track in self.tracker.confirmed():
@@ -366,9 +389,21 @@ class Mem4Nav:
 
     def _leaves_near(self, track_id: int, leaf: Leaf) -> list[Leaf]:
         """Leaves within ``locate_radius`` of ``leaf`` that saw the entity since it last moved
-        (centroid jitter)."""
-        near, _ = self.octree.radius_query(leaf.center, self.config.locate_radius)
-        return [item for item in near if self._current(track_id, item)] or [leaf]
+        (centroid jitter), in code order. The entity's own leaves (``track_leaves``) are tested,
+        with the octree radius query's test: the same leaves, without descending the tree."""
+        return self._within(track_id, leaf.center, self.config.locate_radius) or [leaf]
+
+    def _within(self, track_id: int, point: np.ndarray, radius: float) -> list[Leaf]:
+        """Leaves that saw the entity since it last moved whose centre is within ``radius`` of
+        ``point`` (``SparseOctree.radius_query``'s float test), in code order."""
+        limit = float(radius) ** 2
+        point = [float(x) for x in point]
+        found = []
+        for code in sorted(self.track_leaves.get(track_id, ())):
+            item = self.octree.leaves[code]
+            if sum((c - p) ** 2 for c, p in zip(item.center.tolist(), point)) <= limit and self._current(track_id, item):
+                found.append(item)
+        return found
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
@@ -380,7 +415,7 @@ class Mem4Nav:
         # An interaction whose object the memory could not tell has no entity (None): skipped.
         entity_ids = [int(i) for i in goal.entity_ids if i is not None]
         known = [i for i in entity_ids if i in self.tracker.tracks]
-        retrieved = self.retrieve(self._embed([describe(*self.label_of(i)) for i in known]), position) if known else []
+        retrieved = self.retrieve(self._description_vectors(known), position) if known else []
         by_entity = dict(zip(known, retrieved))
         hits = []
         for entity_id in entity_ids:
@@ -418,10 +453,8 @@ class Mem4Nav:
         for match in matches:
             if match.key[0] != LEAF:
                 continue
-            near, _ = self.octree.radius_query(match.position, self.config.locate_radius)  # holds the leaf itself
-            for leaf in near:
-                if self._current(entity_id, leaf):
-                    found[leaf.code] = leaf
+            for leaf in self._within(entity_id, match.position, self.config.locate_radius):  # holds the leaf itself
+                found[leaf.code] = leaf
         return list(found.values())
 
     def _diary_hit(self, entity_id: int, interaction: list | None) -> Hit | None:
@@ -442,7 +475,7 @@ class Mem4Nav:
         if not self.octree.leaves and len(self.graph) == 0:
             return []
         vector = self._embed([query.text])[0]
-        _, matches = self.retrieve(vector[None], self._query_position(query), max(self.config.stm_top_k, query.k), max(self.config.ltm_top_m, query.k))[0]
+        _, matches = self.retrieve(vector[None], self._query_position(query), max(self.config.stm_top_k, query.k), max(self.config.ltm_top_m, query.k), remember=False)[0]
         hits = [hit for hit in (self._text_hit(match, vector, query) for match in matches) if hit is not None]
         # Neighbouring leaves of one object (centroid jitter) would fill the list with one thing.
         return unique_by(hits, lambda hit: hit.object_id if hit.object_id is not None else tuple(hit.evidence["key"]))[: query.k]
@@ -456,14 +489,15 @@ class Mem4Nav:
                 return None
             # The node's position is a running mean of far-apart places: answer with the frame
             # that last updated it (a real pose, from which that landmark was seen).
-            return Hit(node.get("frame_id"), node["last_stamp"], node.get("pose", Pose(match.position)), None, None, match.cosine, self.name, evidence)
+            pose = node["pose"] if node["pose"] is not None else Pose(match.position)
+            return Hit(node["frame_id"], node["last_stamp"], pose, None, None, match.cosine, self.name, evidence)
         leaf = self.octree.leaves[value]
         ids = [i for i in leaf.sightings if self._current(i, leaf)]  # not what the robot moved away since
         if query.time_range is not None:
             ids = [i for i in ids if query.time_range[0] <= leaf.sightings[i].stamp <= query.time_range[1]]
         if not ids:
             return None
-        similarity = self._embed([describe(*self.label_of(i)) for i in ids]) @ vector
+        similarity = self._description_vectors(ids) @ vector
         best = max(range(len(ids)), key=lambda n: (round(float(similarity[n]), 6), leaf.sightings[ids[n]].stamp))
         object_id = ids[best]
         sighting = leaf.sightings[object_id]
@@ -480,8 +514,8 @@ class Mem4Nav:
             leaves = self.octree.leaves.values()
             sightings = sum(len(leaf.sightings) for leaf in leaves)
             prefixes = sum(len(level) for level in self.octree.levels[:-1])
-            arrays = sum(4 * self.dim + 8 * 3 for _ in leaves)  # last_v (float32) + centre
-            arrays += self.graph.descriptors.nbytes + 8 * 3 * len(self.graph) + self.stm.nbytes + self.ltm.index.nbytes
+            arrays = 8 * 3 * len(self.octree.leaves)  # leaf centres
+            arrays += self.graph.descriptors.nbytes + 8 * 3 * len(self.graph) + self.stm.nbytes + self.ltm.nbytes
             python = (
                 PY_LEAF * len(self.octree.leaves)
                 + PY_SIGHTING * sightings
@@ -522,79 +556,74 @@ class Mem4Nav:
             state, arrays = self._state()
         save_manifest(directory, self.name, state, arrays)
 
+    COMPONENTS = ("octree", "graph", "stm", "ltm")
+
     def _state(self) -> tuple[dict, dict[str, np.ndarray]]:
-        leaves = list(self.octree.leaves.values())
-        sight = [(row, track_id, s) for row, leaf in enumerate(leaves) for track_id, s in leaf.sightings.items()]
-        nodes = sorted(self.graph.graph.nodes)
-        ltm_keys, ltm_tokens = self.ltm.index.state()
-        stm_keys = self.stm.keys
-        arrays = {
-            "leaf_codes": np.array([leaf.code for leaf in leaves], dtype=np.int64),
-            "leaf_observations": np.array([leaf.observations for leaf in leaves], dtype=np.int64),
-            "leaf_last_v": np.array([leaf.last_v for leaf in leaves], dtype=np.float32).reshape(-1, self.dim),
-            "leaf_last_stamp": np.array([leaf.last_stamp for leaf in leaves], dtype=np.float64),
-            "sight_leaf": np.array([row for row, _, _ in sight], dtype=np.int64),
-            "sight_id": np.array([track_id for _, track_id, _ in sight], dtype=np.int64),
-            "sight_stamp": np.array([s.stamp for _, _, s in sight], dtype=np.float64),
-            "sight_frame": np.array([s.frame_id for _, _, s in sight], dtype=np.int64),
-            "sight_view": np.array([np.concatenate([s.view.position, s.view.orientation]) for _, _, s in sight]).reshape(-1, 7),
-            "sight_quality": np.array([s.quality for _, _, s in sight], dtype=np.float64),
-            "node_positions": np.array([self.graph.position(n) for n in nodes], dtype=np.float64).reshape(-1, 3),
-            "node_frames": np.array([self.graph.graph.nodes[n]["frame_id"] for n in nodes], dtype=np.int64),
-            "node_frame_poses": np.array([np.concatenate([self.graph.graph.nodes[n]["pose"].position, self.graph.graph.nodes[n]["pose"].orientation]) for n in nodes]).reshape(-1, 7),
-            "node_descriptors": self.graph.descriptors.copy(),
-            "stm_vectors": self.stm.vectors.copy(),
-            "stm_p_rel": self.stm.p_rel.copy(),
-            "stm_step": self.stm.step.copy(),
-            "stm_frequency": self.stm.frequency.copy(),
-            "stm_object_ids": self.stm.object_ids.copy(),
-            "stm_key_kind": np.array([-1 if k is None else KEY_KINDS[k[0]] for k in stm_keys], dtype=np.int64),
-            "stm_key_value": np.array([-1 if k is None else k[1] for k in stm_keys], dtype=np.int64),
-            "ltm_key_kind": np.array([KEY_KINDS[k[0]] for k in ltm_keys], dtype=np.int64),
-            "ltm_key_value": np.array([k[1] for k in ltm_keys], dtype=np.int64),
-            "ltm_tokens": ltm_tokens.reshape(-1, 2 * self.dim),
-        }
-        graph_nodes = [
-            {key: self.graph.graph.nodes[n][key] for key in ("count", "creation_time", "visits", "last_stamp")} for n in nodes
-        ]
+        """The manifest: each component's own state (``to_state``), its arrays under the prefix
+        ``<component>.``, plus the stream bookkeeping (gate, diary, tracker, clocks)."""
         state = {
             "config": asdict(self.config),
-            "transformer": {"spec": asdict(self.spec), "checksum": self.weights_checksum},
             "gate": self.gate.to_dict(),
             "diary": self._diary.to_dict(),
             "tracker": self.tracker.to_dict(),
             "step": self.step,
             "out_of_bounds": self.out_of_bounds,
-            "graph": {
-                "current": self.graph.current,
-                "nodes": graph_nodes,
-                "edges": [[s, t, w] for s, t, w in self.graph.graph.edges(data="weight")],
-            },
         }
+        arrays: dict[str, np.ndarray] = {}
+        for name in self.COMPONENTS:
+            state[name], parts = getattr(self, name).to_state()
+            arrays.update({f"{name}.{key}": value for key, value in parts.items()})
         return state, arrays
 
     def load(self, directory) -> None:
         """Restore a checkpoint; ``ValueError`` (and nothing changed) if it is not a usable one."""
         state, arrays = load_manifest(Path(directory), self.name)
+        self.restore(state, arrays, str(directory))
+
+    def restore(self, state: dict, arrays: dict[str, np.ndarray], source: str = "state") -> None:
+        """Replace the memory by ``_state()``'s output; ``ValueError`` (and nothing changed) if it
+        is not a usable one."""
         try:
             parsed = self._parse(state, arrays)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
-            raise ValueError(f"corrupt {self.name} checkpoint {directory}: {error!r}") from error
+            raise ValueError(f"corrupt {self.name} checkpoint {source}: {error!r}") from error
         with self._lock.writing():  # swap in only once everything parsed
             if parsed["_diary"].floor_plan is None:  # a checkpoint without a map keeps the one given
                 parsed["_diary"].set_floor_plan(self._diary.floor_plan)
             for name, value in parsed.items():
                 setattr(self, name, value)
+            self._changed()
 
     def _parse(self, state: dict, arrays: dict[str, np.ndarray]) -> dict:
-        saved = state["transformer"]
-        if saved["checksum"] != self.weights_checksum or saved["spec"] != asdict(self.spec):
-            raise ValueError("the checkpoint's tokens were written by a different reversible transformer (weights checksum differs)")
+        """Every component built anew from the manifest (nothing of ``self`` is touched), then
+        checked against this memory's config and against each other."""
+        c, d = self.config, self.dim
         config = state["config"]
         geometry = ("octree_depth", "world_size", "origin_x", "origin_y", "origin_z", "encoder")
-        if any(config[name] != getattr(self.config, name) for name in geometry):
+        if any(config[name] != getattr(c, name) for name in geometry):
             raise ValueError(f"the checkpoint's octree geometry / encoder differ from this memory's: {[(n, config[n]) for n in geometry]}")
-        c, d = self.config, self.dim
+
+        def part(name: str) -> dict[str, np.ndarray]:
+            prefix = f"{name}."
+            return {key[len(prefix) :]: value for key, value in arrays.items() if key.startswith(prefix)}
+
+        ltm = LongTermMemory.from_state(self.transformer, state["ltm"], part("ltm"))  # refuses another R first
+        octree = SparseOctree.from_state(state["octree"], part("octree"))
+        graph = SemanticGraph.from_state(state["graph"], part("graph"))
+        stm = ShortTermMemory.from_state(state["stm"], part("stm"))
+        if (octree.depth, octree.world_size, tuple(octree.origin.tolist())) != (c.octree_depth, c.world_size, c.origin):
+            raise ValueError("the checkpoint's octree geometry differs from this memory's")
+        if graph.dim != d or (graph.delta, graph.alpha, graph.beta) != (c.node_threshold, c.edge_alpha, c.edge_beta):
+            raise ValueError("the checkpoint's graph parameters differ from this memory's")
+        if (stm.capacity, stm.dim, stm.lam) != (c.stm_capacity, d, c.stm_lambda):
+            raise ValueError("the checkpoint's STM size / lambda differ from this memory's")
+        if ltm.theta_norm != c.ltm_theta_norm:
+            raise ValueError("the checkpoint's LTM theta norm differs from this memory's")
+        for key in [*(k for k in stm.keys if k is not None), *ltm.index.slot_of]:
+            kind, value = key
+            if not ((kind == LEAF and value in octree.leaves) or (kind == NODE and 0 <= value < len(graph))):
+                raise ValueError(f"memory key {key} names no leaf or node")
+
         gate = FrameGate()
         gate.load_dict(state["gate"])
         diary = ActionDiary()
@@ -604,71 +633,13 @@ class Mem4Nav:
         for track in tracker.tracks.values():
             if track.kind not in ("object", "receptacle") or track.position.shape != (3,) or not np.all(np.isfinite(track.position)):
                 raise ValueError(f"bad track {track.track_id}")
-
-        octree = SparseOctree(c.octree_depth, c.world_size, c.origin)
-        codes = arrays["leaf_codes"]
-        last_v = _shaped(arrays, "leaf_last_v", (len(codes), d))
-        leaves = []
-        for row, code in enumerate(codes.tolist()):
-            if not 0 <= code < 1 << (3 * c.octree_depth):
-                raise ValueError(f"leaf code {code} outside an octree of depth {c.octree_depth}")
-            leaf = octree.insert_or_get(int(code))
-            leaf.observations = int(arrays["leaf_observations"][row])
-            leaf.last_v = last_v[row].astype(np.float32)
-            leaf.last_stamp = float(arrays["leaf_last_stamp"][row])
-            leaves.append(leaf)
-        track_leaves: dict[int, set[int]] = {}
-        rows = arrays["sight_leaf"].tolist()
-        views = _shaped(arrays, "sight_view", (len(rows), 7))
-        columns = zip(rows, arrays["sight_id"].tolist(), arrays["sight_stamp"].tolist(), arrays["sight_frame"].tolist(), views, arrays["sight_quality"].tolist())
-        for row, track_id, stamp, frame_id, view, quality in columns:
-            leaves[row].sightings[int(track_id)] = Sighting(float(stamp), int(frame_id), Pose(view[:3], view[3:]), float(quality))
-            track_leaves.setdefault(int(track_id), set()).add(leaves[row].code)
+        track_leaves: dict[int, set[int]] = {}  # derived: rebuilt from the leaves' sightings
+        for code, leaf in octree.leaves.items():
+            for track_id in leaf.sightings:
+                track_leaves.setdefault(track_id, set()).add(code)
         unknown = sorted(set(track_leaves) - set(tracker.tracks))
         if unknown:
             raise ValueError(f"sightings of entities {unknown[:5]} that the tracker does not hold")
-
-        graph = SemanticGraph(d, c.node_threshold, c.edge_alpha, c.edge_beta)
-        nodes = state["graph"]["nodes"]
-        positions = _shaped(arrays, "node_positions", (len(nodes), 3))
-        node_frames = _shaped(arrays, "node_frames", (len(nodes),))
-        node_poses = _shaped(arrays, "node_frame_poses", (len(nodes), 7))
-        graph.descriptors = _shaped(arrays, "node_descriptors", (len(nodes), d)).astype(np.float32)
-        for n, node in enumerate(nodes):
-            graph.graph.add_node(
-                n,
-                position=positions[n].astype(np.float64),
-                count=int(node["count"]),
-                creation_time=float(node["creation_time"]),
-                visits=int(node["visits"]),
-                last_stamp=float(node["last_stamp"]),
-                frame_id=int(node_frames[n]),
-                pose=Pose(node_poses[n][:3], node_poses[n][3:]),
-            )
-        for source, target, weight in state["graph"]["edges"]:
-            if source not in graph.graph or target not in graph.graph or source == target:
-                raise ValueError(f"bad graph edge {source} -> {target}")
-            graph.graph.add_edge(int(source), int(target), weight=float(weight))
-        current = state["graph"]["current"]
-        if current is not None and current not in graph.graph:
-            raise ValueError(f"current graph node {current} does not exist")
-        graph.current = current
-
-        stm = ShortTermMemory(c.stm_capacity, d, c.stm_lambda)
-        kinds = {value: name for name, value in KEY_KINDS.items()}
-        stm.vectors = _shaped(arrays, "stm_vectors", (c.stm_capacity, d)).astype(np.float32)
-        stm.p_rel = _shaped(arrays, "stm_p_rel", (c.stm_capacity, 3)).astype(np.float64)
-        for name in ("step", "frequency", "object_ids"):
-            setattr(stm, name, _shaped(arrays, f"stm_{name}", (c.stm_capacity,)).astype(np.int64))
-        for slot, (kind, value) in enumerate(zip(_shaped(arrays, "stm_key_kind", (c.stm_capacity,)).tolist(), arrays["stm_key_value"].tolist())):
-            if kind >= 0:
-                key = (kinds[kind], int(value))
-                stm.keys[slot], stm.slot_of[key] = key, slot
-
-        ltm = LongTermMemory(self.transformer, c.ltm_theta_norm)
-        tokens = _shaped(arrays, "ltm_tokens", (len(arrays["ltm_key_kind"]), 2 * d))
-        for kind, value, token in zip(arrays["ltm_key_kind"].tolist(), arrays["ltm_key_value"].tolist(), tokens):
-            ltm.index.put((kinds[kind], int(value)), token.astype(np.float32))
         return {
             "gate": gate,
             "_diary": diary,
@@ -688,13 +659,6 @@ def view_quality(pose: Pose, view: InstanceView) -> float:
     off the heading (the same measure the frame_bank baseline ranks its frames by)."""
     distance = float(np.linalg.norm(view.centroid[:2] - pose.position[:2]))
     return float(view_score(view.mask_fraction, distance, bearing_in_body(pose, view.centroid)))
-
-
-def _shaped(arrays: dict[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
-    array = arrays[name]
-    if array.shape != shape or (array.dtype.kind == "f" and not np.all(np.isfinite(array))):
-        raise ValueError(f"array {name} has shape {array.shape} (expected {shape}) or non-finite values")
-    return array
 
 
 @register("memory", "mem4nav", Mem4NavConfig)
