@@ -6,11 +6,13 @@ import dataclasses
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from scipy.spatial import cKDTree
 from embodied_mem.sim.embedded.env import EmbeddedEnv, EnvConfig
 from embodied_mem.sim.embedded.oracle import HistoryConfig, OracleRobot
 from embodied_mem.sim.embedded.perception import PerceptionConfig
@@ -19,16 +21,24 @@ from embodied_mem.sim.tasks.success import entity_satisfied
 
 from embodied_mem.memory.base import visible_instances
 from embodied_mem.memory.snapshots3d import Snapshots3D, Snapshots3DConfig, clustering
-from embodied_mem.memory.snapshots3d.clustering import SnapshotMemory
+from embodied_mem.memory.snapshots3d import objects as objects_module
+from embodied_mem.memory.snapshots3d import system as system_module
+from embodied_mem.memory.snapshots3d.clustering import Snapshot, SnapshotMemory, pose_bin
 from embodied_mem.memory.snapshots3d.frontiers import (
+    FrontierMap,
     OccupancyMap,
+    _frontier_position,
     angle_span,
     frontier_regions,
+    unwrap_angles,
 )
+from embodied_mem.memory.snapshots3d.goals import observe_point_group, standable
 from embodied_mem.memory.snapshots3d.objects import (
     Detection,
     ObjectMap,
     ProcessedDetection,
+    boxes_overlap,
+    merge_voxels,
     voxelize,
 )
 from embodied_mem.registry import build
@@ -58,9 +68,9 @@ def history():
 
 @pytest.fixture(scope="module")
 def memory(history):
-    """A memory of the whole history (with the floor plan); tests must not change it."""
+    """A memory of the whole history (with the floor plan, frontiers on); tests must not change it."""
     env, _, observations = history
-    return fresh(observations, plan=env.floor_plan())
+    return fresh(observations, plan=env.floor_plan(), track_frontiers=True)
 
 
 def fresh(observations, plan: FloorPlan | None = None, **overrides) -> Snapshots3D:
@@ -395,8 +405,21 @@ def test_prefilter_keeps_at_most_k_seen_classes(memory):
         selected = loose.prefilter(text, seen)
         assert set(selected) <= seen and len(selected) <= memory.config.top_k_categories
     assert len(loose.prefilter(everything, seen)) == memory.config.top_k_categories
-    hits = memory.recall(Query(f"go to the {min(seen).replace('_', ' ')}", k=3)).hits
-    assert hits and all(set(h.evidence["classes"]) <= seen for h in hits)
+    # a snapshot is kept iff its classes meet the selected ones, its class list cut to them
+    target = min(seen)
+    text = f"go to the {target.replace('_', ' ')}"
+    selected = set(memory.prefilter(text, seen))
+    assert target in selected and len(selected) < len(seen)
+    expected = {}
+    for frame_id, snapshot in memory.memory.snapshots.items():
+        classes = {memory.map.objects[o].class_name for o in snapshot.cluster}
+        if classes & selected:
+            expected[frame_id] = sorted(classes & selected)
+    assert 0 < len(expected) < len(memory.memory.snapshots)
+    hits = memory.recall(Query(text, k=1000)).hits
+    assert {h.frame_id: h.evidence["classes"] for h in hits} == expected
+    assert memory.map.objects[hits[0].object_id].class_name == target
+    assert memory.map.objects[hits[0].object_id].class_name in hits[0].evidence["classes"]
 
 
 def test_language_recall_with_minilm(history):
@@ -469,9 +492,9 @@ def test_diary_infers_picks_and_places_from_the_map(history, memory):
 # ----------------------------------------------------------------------------------------
 # robustness, checkpoints, size
 # ----------------------------------------------------------------------------------------
-def test_bad_input_leaves_the_memory_unchanged(history, tmp_path):
+def test_bad_input_leaves_the_memory_unchanged(history, tmp_path, monkeypatch):
     _, _, observations = history
-    mem = fresh(observations[:70])  # past the first grasp: an object is held
+    mem = fresh(observations[:70], track_frontiers=True)  # past the first grasp: an object is held
     assert mem.map.held_id() is not None
     recall_query = Query("", constraints=FIRST_PICKED)
     last = observations[69]
@@ -503,39 +526,46 @@ def test_bad_input_leaves_the_memory_unchanged(history, tmp_path):
 
     mem.save(tmp_path / "good")
     before = [(h.frame_id, h.target_xyz.tolist()) for h in mem.recall(recall_query).hits]
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "manifest.json").write_text((tmp_path / "good" / "manifest.json").read_text()[:-50])
-    (broken / "arrays.npz").write_bytes((tmp_path / "good" / "arrays.npz").read_bytes())
-    truncated = tmp_path / "truncated"
-    truncated.mkdir()
-    (truncated / "manifest.json").write_text((tmp_path / "good" / "manifest.json").read_text())
-    (truncated / "arrays.npz").write_bytes((tmp_path / "good" / "arrays.npz").read_bytes()[:1000])
-    tampered = tmp_path / "tampered"
-    tampered.mkdir()
-    manifest = json.loads((tmp_path / "good" / "manifest.json").read_text())
-    manifest["state"]["snapshots"].append({"frame_id": 123456789, "cluster": [0]})
-    (tampered / "manifest.json").write_text(json.dumps(manifest))
-    (tampered / "arrays.npz").write_bytes((tmp_path / "good" / "arrays.npz").read_bytes())
-    corrupt = []
-    for name, change in (
-        ("held", lambda objects: objects[0].update(held="yes")),
-        ("two_held", lambda objects: [o.update(held=True) for o in objects[:2]]),
-        ("grasp", lambda objects: objects[0].update(grasp_point=[1.0, "x"])),
-        ("votes", lambda objects: objects[0].pop("attribute_votes")),
-    ):
-        manifest = json.loads((tmp_path / "good" / "manifest.json").read_text())
-        change(manifest["state"]["objects"])
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "manifest.json").write_text(json.dumps(manifest))
-        (tmp_path / name / "arrays.npz").write_bytes((tmp_path / "good" / "arrays.npz").read_bytes())
-        corrupt.append(tmp_path / name)
+    # damaged files (whatever the checkpoint layout: every manifest / arrays file in it)
+    damaged = []
+    for name, pattern, damage in (("broken", "*.json", lambda b: b[:-50]), ("truncated", "*.npz", lambda b: b[:1000])):
+        shutil.copytree(tmp_path / "good", tmp_path / name)
+        files = sorted((tmp_path / name).rglob(pattern))
+        assert files
+        for path in files:
+            path.write_bytes(damage(path.read_bytes()))
+        damaged.append(tmp_path / name)
     other = build("memory", {"name": "frame_bank", "encoder": "gt_hash"})
     other.save(tmp_path / "other")
-    for bad in (broken, truncated, tampered, *corrupt, tmp_path / "other", tmp_path / "missing"):
+    for bad in (*damaged, tmp_path / "other", tmp_path / "missing"):
         with pytest.raises(ValueError):
             mem.load(bad)
         assert fingerprint(mem) == state
+    # well-formed files holding bad state: each component refuses its own fields
+    good_state, good_arrays = system_module.load_manifest(tmp_path / "good", "snapshots3d")
+    changes = {
+        "snapshot_without_frame": lambda st, ar: st["snapshots"]["snapshots"].append({"frame_id": 123456789, "cluster": [0]}),
+        "object_in_two_snapshots": lambda st, ar: st["snapshots"]["snapshots"][1]["cluster"].append(st["snapshots"]["snapshots"][0]["cluster"][0]),
+        "held": lambda st, ar: st["object_map"]["objects"][0].update(held="yes"),
+        "two_held": lambda st, ar: [o.update(held=True) for o in st["object_map"]["objects"][:2]],
+        "grasp": lambda st, ar: st["object_map"]["objects"][0].update(grasp_point=[1.0, "x"]),
+        "votes": lambda st, ar: st["object_map"]["objects"][0].pop("attribute_votes"),
+        "unsorted_voxels": lambda st, ar: ar["object_map.keys"].__setitem__(slice(0, 2), ar["object_map.keys"][1::-1].copy()),
+        "nan_point": lambda st, ar: ar["object_map.points"].__setitem__((0, 0), np.nan),
+        "feature_size": lambda st, ar: ar.__setitem__("object_map.embeddings", ar["object_map.embeddings"][:, :5]),
+        "grid_shape": lambda st, ar: ar.__setitem__("grid.known", ar["grid.known"][1:]),
+        "grid_resolution": lambda st, ar: st["grid"].update(resolution=0.05),
+        "frontier_cells": lambda st, ar: ar.__setitem__("frontiers.cells", ar["frontiers.cells"][1:]),
+        "pending": lambda st, ar: st.update(pending=[10**9]),
+        "missing_component": lambda st, ar: st.pop("grid"),
+    }
+    for name, change in changes.items():
+        bad_state, bad_arrays = json.loads(json.dumps(good_state)), {k: v.copy() for k, v in good_arrays.items()}
+        change(bad_state, bad_arrays)
+        monkeypatch.setattr(system_module, "load_manifest", lambda directory, system, found=(bad_state, bad_arrays): found)
+        with pytest.raises(ValueError, match="corrupt snapshots3d checkpoint"):
+            mem.load(tmp_path / "good")
+        assert fingerprint(mem) == state, name
     assert [(h.frame_id, h.target_xyz.tolist()) for h in mem.recall(recall_query).hits] == before
 
 
@@ -663,3 +693,536 @@ def test_a_release_moves_the_map_object_and_recall_answers_at_the_new_place(tmp_
     language = mem.recall(Query("the red mug", k=1)).hits
     assert language[0].object_id == held and language[0].frame_id in {5, 6}
     assert np.linalg.norm(language[0].target_xyz - new_xyz) < 0.03
+
+
+# ----------------------------------------------------------------------------------------
+# the paper's rules, one at a time (issue 14: each test fails when its rule is changed)
+# ----------------------------------------------------------------------------------------
+MUG = ("mug", "object", "red", MUG_PIXELS, 1.2)
+TABLE = ("table", "receptacle", "brown", SURFACE_PIXELS, 1.3)
+SHELF = ("shelf", "receptacle", "white", SURFACE_PIXELS, 1.3)
+
+
+def ids_of(mem: Snapshots3D, label: str) -> list[int]:
+    return sorted(i for i, o in mem.map.objects.items() if o.class_name == label)
+
+
+def test_objects_within_4_m_of_the_agent_are_reclustered_and_far_snapshots_kept():
+    mem = fresh([hand_made(0, 0.0, 10.0, [SHELF]), hand_made(1, 0.0, 0.0, [MUG]), hand_made(2, 0.0, 0.0, [TABLE])])
+    (shelf,), (mug,), (table,) = ids_of(mem, "shelf"), ids_of(mem, "mug"), ids_of(mem, "table")
+    assert {k: s.cluster for k, s in mem.memory.snapshots.items()} == {0: [shelf], 1: [mug], 2: [table]}
+    far = mem.memory.snapshots[0]
+    # a view of both: neither is new, but both are within 3.5 + 0.5 m, so both are re-clustered
+    # and the frame that sees them together takes them; the shelf 10 m away keeps its snapshot
+    mem.observe(hand_made(3, 0.0, 0.0, [MUG, TABLE]))
+    assert ids_of(mem, "mug") == [mug] and ids_of(mem, "table") == [table]
+    assert {k: sorted(s.cluster) for k, s in mem.memory.snapshots.items()} == {0: [shelf], 3: sorted([mug, table])}
+    assert mem.memory.snapshots[0] is far and far.cluster == [shelf]
+
+
+def test_periodic_cleanup_drops_far_objects_with_one_detection_only():
+    frames = [hand_made(0, 0.0, 0.0, [MUG, TABLE]), hand_made(1, 0.0, 0.0, [TABLE]), hand_made(2, 0.0, 10.0, [SHELF])]
+    mem = fresh(frames[:2], cleanup_interval=3)
+    (mug,), (table,) = ids_of(mem, "mug"), ids_of(mem, "table")
+    assert mem.map.objects[mug].num_detections == 1 and mem.map.objects[table].num_detections == 2
+    mem.observe(frames[2])  # the third processed frame: cleanup, with the agent 10 m away
+    (shelf,) = ids_of(mem, "shelf")
+    assert mug not in mem.map.objects  # far, one detection: filtered
+    assert table in mem.map.objects  # far, two detections: kept
+    assert mem.map.objects[shelf].num_detections == 1  # one detection, but near: kept
+    assert mug not in mem.memory.object_frames and all(mug not in f.objects for f in mem.memory.frames.values())
+    assert sorted(o for s in mem.memory.snapshots.values() for o in s.cluster) == sorted([table, shelf])
+
+
+def test_periodic_cleanup_denoises_the_objects_changed_since_the_last_pass():
+    mem = fresh([], cleanup_interval=1)
+    body = box_surface([1.0, 1.0, 0.5], [1.3, 1.2, 0.8])
+    blob = box_surface([2.5, 1.0, 0.5], [2.55, 1.05, 0.55])  # a separate cluster 1.2 m away
+    noisy = mem.map.add(detection(body, np.eye(mem.encoder.dim)[0]), 1.0)
+    mem.map.merge_detection(noisy, detection(np.concatenate([body, blob]), np.eye(mem.encoder.dim)[0]), 2.0)
+    assert mem.map.objects[noisy].bbox_max[0] > 2.5
+    mem.observe(hand_made(0, 0.0, 0.0, [MUG]))  # one processed frame: a cleanup pass
+    obj = mem.map.objects[noisy]
+    assert obj.points[:, 0].max() < 1.31 and obj.bbox_max[0] < 1.32  # the largest cluster only
+    assert len(obj.points) == len(voxelize(body, 0.01)[0])
+    assert not mem.map.dirty_denoise
+
+
+def free_grid(half: int = 40) -> OccupancyMap:
+    grid = OccupancyMap(0.1)
+    grid.ensure(np.array([-half, -half]), np.array([half, half]), pad=0)
+    grid.known[:] = True
+    grid.evidence[:] = -1
+    return grid
+
+
+def test_group_goal_on_the_snapshot_side_at_the_distance_plus_minus_one_cell():
+    grid = free_grid()
+    stand = standable(grid, 0.3)
+    centres = np.array([[-0.45, 0.05], [0.55, 0.05]])  # centre (0.05, 0.05), long axis x
+    for obs_xy, side in (((0.05, -2.0), -1.0), ((0.4, 2.5), 1.0)):
+        goal = observe_point_group(grid, stand, centres, np.array(obs_xy), 1.0)
+        offset = goal - np.array([0.05, 0.05])
+        assert np.sign(offset[1]) == side  # on the side the snapshot was taken from
+        assert 0.9 < np.linalg.norm(offset) < 1.1  # final_observe_distance +- one cell
+        assert np.allclose(goal, [0.05, 0.05 + side * 1.0])  # straight along the short axis
+    # three centres: the short axis of their spread (PCA), towards the observation point
+    goal = observe_point_group(grid, stand, np.array([[-0.55, 0.05], [0.05, 0.15], [0.65, 0.05]]), np.array([-1.0, 2.0]), 1.0)
+    assert goal[1] > 0.9 and 0.9 < np.linalg.norm(goal - [0.05, 0.0833]) < 1.1
+
+
+def test_frontier_position_is_the_nearest_of_the_five_best_aligned_edge_cells():
+    column = np.stack([np.full(21, 10), np.arange(-10, 11)], axis=1)
+    segment = np.stack([np.arange(2, 7), np.full(5, 5)], axis=1)
+    cells = np.concatenate([column, segment])
+    # (2, 4) is nearest but poorly aligned; (30, 0) is aligned but touches no region cell
+    edges = np.array([[9, 8], [11, -3], [9, 3], [11, 0], [9, 0], [2, 4], [30, 0]])
+    position = _frontier_position(cells, edges, np.zeros(2), np.array([1.0, 0.0]))
+    assert position.tolist() == [9, 0]
+
+
+def test_merge_boundary_is_exactly_1_2_with_several_candidates():
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    row = lambda ks: np.array([[0.005 + 0.05 * k, 0.005, 0.005] for k in ks])
+    a = objects.add(detection(row(range(7)), np.eye(4)[0]), 1.0)
+    b = objects.add(detection(row([10, 11, 12]), np.eye(4)[0]), 1.0)
+    det = detection(row([*range(7), 10, 11, 12]), np.eye(4)[0])  # 7 / 10 points on a, 3 / 10 on b
+    assert objects.objects[a].overlap_fraction(det.points, 0.025) == 0.7
+    assert objects.objects[b].overlap_fraction(det.points, 0.025) == 0.3
+
+    def feature(cosine):  # exact in float32: the cosine with det's feature is exactly ``cosine``
+        return np.array([cosine, math.sqrt(1 - cosine**2), 0.0, 0.0], np.float32)
+
+    for cos_a, cos_b, expected in (
+        (0.5, 0.875, None),  # a: 0.7 + 0.5 = 1.2 exactly (not above), b: 1.175
+        (0.5 + 2**-10, 0.875, a),  # a: just above
+        (0.5, 0.9375, b),  # b: 1.2375, a stays at the boundary
+        (0.875, 0.9375, a),  # both above: the larger sum (a 1.575), not the larger cosine (b)
+        (0.25, 0.875, None),  # a 0.95, b 1.175: the best is below
+    ):
+        objects.objects[a].embedding, objects.objects[b].embedding = feature(cos_a), feature(cos_b)
+        assert objects.match([det]) == [expected], (cos_a, cos_b)
+
+
+def test_detections_farther_than_3_5_m_from_the_agent_are_dropped():
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    agent = np.array([1.0, 2.0])
+    for distance, kept in ((3.45, True), (3.55, False)):
+        centre = np.array([agent[0] + distance * 0.6, agent[1] + distance * 0.8, 0.5])
+        cloud = objects.cloud_of(box_surface(centre - 0.05, centre + 0.05), agent)
+        assert (cloud is not None) == kept, distance
+        if kept:
+            low, high = cloud[1].min(0), cloud[1].max(0)
+            assert abs(np.linalg.norm((low + high)[:2] / 2 - agent) - distance) < 0.01
+    assert objects.cloud_of(box_surface([0, 0, 0], [0.01, 0.01, 0.01]), agent) is None  # < 16 points
+
+
+def masks_of(*regions, shape=(120, 160)) -> np.ndarray:
+    mask = np.zeros(shape, bool)
+    for rows, cols in regions:
+        mask[rows, cols] = True
+    return mask
+
+
+def test_detection_filters_confidence_mask_size_iou_and_box_area():
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash", det_proximity_px=0.0))  # the proximity rule is tested below
+    square = masks_of((slice(10, 30), slice(10, 30)))
+    found = objects.filter_detections(
+        [
+            Detection(masks_of((slice(10, 30), slice(10, 31))), "wider", 0.8),  # IoU 400 / 420 > 0.9 with "square": dropped
+            Detection(square, "square", 0.9),  # most confident first, wherever it is listed
+            Detection(masks_of((slice(13, 33), slice(10, 30))), "shifted", 0.7),  # IoU 340 / 460: kept
+            Detection(masks_of((slice(0, 5), slice(40, 45)), (slice(115, 120), slice(155, 160))), "corners", 0.9),  # box = whole image
+            Detection(masks_of((slice(0, 1), slice(0, 160)), (slice(0, 60), slice(0, 1))), "half", 0.9),  # box exactly half: kept
+            Detection(masks_of((slice(60, 64), slice(60, 66))), "tiny", 0.9),  # 24 px < 25
+            Detection(masks_of((slice(60, 65), slice(100, 105))), "small", 0.9),  # 25 px: kept
+            Detection(masks_of((slice(80, 100), slice(10, 30))), "unsure", 0.39),
+            Detection(masks_of((slice(80, 100), slice(40, 60))), "sure", 0.4),
+            Detection(np.ones((3, 3), bool), "wrong shape", 0.9),
+        ],
+        (120, 160),
+    )
+    assert sorted(d.class_name for d in found) == ["half", "shifted", "small", "square", "sure"]
+    assert [d.confidence for d in found] == sorted((d.confidence for d in found), reverse=True)
+
+
+@pytest.mark.parametrize("width", [160, 1280])
+def test_close_box_centres_keep_the_larger_box_scaled_to_the_image_width(width):
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    scale = width // 160  # 20 px at 1280 px wide is 2.5 px at 160
+    shape = (120 * scale, width)
+
+    def box(row, col, size):  # a square mask whose box centre is (row, col), in 160-px units
+        r0, c0 = int((row - size / 2) * scale), int((col - size / 2) * scale)
+        return masks_of((slice(r0, r0 + size * scale), slice(c0, c0 + size * scale)), shape=shape)
+
+    found = objects.filter_detections(
+        [
+            Detection(box(20, 20, 10), "small first", 0.9),
+            Detection(box(22, 20, 20), "large close", 0.8),  # centres 2 px apart (< 2.5): the larger box wins
+            Detection(box(60, 20, 20), "large first", 0.9),
+            Detection(box(62, 20, 10), "small close", 0.8),  # 2 px: the smaller is dropped
+            Detection(box(60, 100, 20), "far a", 0.9),
+            Detection(box(63, 100, 20), "far b", 0.8),  # 3 px apart: both kept
+            Detection(box(100, 60, 12), "tie a", 0.9),
+            Detection(box(101, 60, 12), "tie b", 0.8),  # same box area: the kept one stays
+        ],
+        shape,
+    )
+    assert sorted(d.class_name for d in found) == ["far a", "far b", "large close", "large first", "tie a"]
+
+
+def test_frontiers_only_when_asked_for(monkeypatch):
+    calls = []
+    original = FrontierMap.update
+    monkeypatch.setattr(FrontierMap, "update", lambda self, *a: calls.append(a[2]) or original(self, *a))
+    frames = [hand_made(n, 0.0, 0.0, [MUG, TABLE]) for n in range(7)]
+    fresh(frames)
+    assert calls == []  # off by default: no recall reads them
+    fresh(frames, track_frontiers=True)
+    assert calls == [0, 3, 6]  # every frontier_interval-th processed frame, from the first
+    assert Snapshots3DConfig().track_frontiers is False
+    with pytest.raises(ValueError):
+        Snapshots3DConfig(track_frontiers=1)
+
+
+def test_appended_voxels_compact_to_the_sequential_sorted_merge(monkeypatch):
+    monkeypatch.setattr(objects_module, "COMPACT_MIN", 10**9)  # compact only when read
+    rng = np.random.default_rng(3)
+    config = Snapshots3DConfig(encoder="gt_hash")
+    objects = ObjectMap(config)
+    clouds = [box_surface([0, 0, 0], [0.2, 0.15, 0.1], 0.004) + rng.normal(0, 0.004, 3) for _ in range(12)]
+    clouds += [box_surface([0.15, 0, 0], [0.35, 0.15, 0.1], 0.004) + rng.normal(0, 0.004, 3) for _ in range(6)]
+    dets = [detection(c, np.eye(4)[0]) for c in clouds]
+    assert all(d.counts.max() > 1 for d in dets)  # voxels average several points: the weights matter
+    object_id = objects.add(dets[0], 1.0)
+    obj = objects.objects[object_id]
+    keys, points, counts = dets[0].keys, dets[0].points, dets[0].counts
+    assert not obj.near(dets[-1].points, config.overlap_radius).all()  # (the second box is not there yet)
+    for n, det in enumerate(dets[1:]):
+        objects.merge_detection(object_id, det, 2.0 + n)
+        keys, points, counts, _ = merge_voxels(keys, points, counts, det.keys, det.points, det.counts)
+    assert len(obj._chunks) == len(dets) - 1  # appended: nothing read the cloud yet
+    assert obj.near(dets[-1].points, config.overlap_radius).all()  # the neighbour index has the appended voxels
+    assert np.array_equal(obj.keys, keys) and np.array_equal(obj.counts, counts)
+    assert np.allclose(obj.points, points, atol=1e-6) and not obj._chunks
+    assert np.all(np.diff(obj.keys) > 0) and int(obj.counts.sum()) == sum(len(c) for c in clouds)
+    assert np.all(obj.bbox_min <= obj.points.min(0)) and np.all(obj.bbox_max >= obj.points.max(0))
+    # a cloud appended past half its size compacts by itself
+    monkeypatch.undo()
+    big = ObjectMap(config)
+    small = big.add(detection(box_surface([0, 0, 0], [0.05, 0.05, 0.05]), np.eye(4)[0]), 1.0)
+    big.merge_detection(small, detection(box_surface([0, 0, 0], [1.0, 1.0, 0.5]), np.eye(4)[0]), 2.0)
+    assert not big.objects[small]._chunks
+
+
+# ----------------------------------------------------------------------------------------
+# each component saves and restores its own state
+# ----------------------------------------------------------------------------------------
+def through_json(state: dict) -> dict:
+    return json.loads(json.dumps(state))
+
+
+def same_arrays(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_object_map_round_trip(memory):
+    state, arrays = memory.map.to_state()
+    restored = ObjectMap.from_state(memory.config, through_json(state), arrays, dim=memory.encoder.dim)
+    again_state, again_arrays = restored.to_state()
+    assert again_state == through_json(state) and same_arrays(again_arrays, arrays)
+    assert (restored.next_id, restored.dirty_denoise, restored.dirty_merge) == (memory.map.next_id, memory.map.dirty_denoise, memory.map.dirty_merge)
+    for object_id, obj in memory.map.objects.items():
+        copy = restored.objects[object_id]
+        assert (copy.class_name, copy.kind, copy.attributes, copy.held, copy.moved_at) == (obj.class_name, obj.kind, obj.attributes, obj.held, obj.moved_at)
+    probes = [detection(o.points + 0.003, o.embedding) for o in list(memory.map.objects.values())[:8]]
+    assert restored.match(probes) == memory.map.match(probes)
+    with pytest.raises(ValueError, match="object"):
+        ObjectMap.from_state(memory.config, dict(through_json(state), next_id=0), arrays)
+    with pytest.raises(ValueError):
+        ObjectMap.from_state(memory.config, through_json(state), dict(arrays, sizes=arrays["sizes"] + 1))
+    with pytest.raises(ValueError):
+        ObjectMap.from_state(memory.config, through_json(state), arrays, dim=memory.encoder.dim + 1)
+
+
+def test_snapshot_memory_round_trip(memory):
+    state, arrays = memory.memory.to_state()
+    restored = SnapshotMemory.from_state(through_json(state), arrays, memory.config.min_detection, set(memory.map.objects))
+    assert restored.to_state()[0] == through_json(state)
+    assert restored.owner() == memory.memory.owner() and restored.object_frames == memory.memory.object_frames
+    assert (restored.bins, restored.superseded, restored._order) == (memory.memory.bins, memory.memory.superseded, memory.memory._order)
+    objects = memory.map.objects
+    centres, detections = {i: o.center for i, o in objects.items()}, {i: o.num_detections for i, o in objects.items()}
+    some = sorted(objects)[::3]
+    original = SnapshotMemory.from_state(through_json(state), arrays, memory.config.min_detection)  # (never change the fixture)
+    restored.update(some, centres, detections)
+    original.update(some, centres, detections)
+    assert {k: s.cluster for k, s in restored.snapshots.items()} == {k: s.cluster for k, s in original.snapshots.items()}
+    with pytest.raises(ValueError, match="unknown object"):
+        SnapshotMemory.from_state(through_json(state), arrays, 1, set(list(objects)[1:]))
+    broken = through_json(state)
+    broken["frames"].append(dict(broken["frames"][0]))
+    with pytest.raises(ValueError, match="repeated"):
+        SnapshotMemory.from_state(broken, arrays)
+
+
+def test_occupancy_map_round_trip(memory):
+    state, arrays = memory.grid.to_state()
+    restored = OccupancyMap.from_state(through_json(state), {k: v.copy() for k, v in arrays.items()}, memory.config.grid_resolution)
+    assert restored.to_state()[0] == through_json(state) and same_arrays(restored.to_state()[1], arrays)
+    assert np.array_equal(restored.free, memory.grid.free) and np.array_equal(restored.origin, memory.grid.origin)
+    with pytest.raises(ValueError, match="resolution"):
+        OccupancyMap.from_state(through_json(state), arrays, 0.05)
+    with pytest.raises(ValueError, match="range"):
+        OccupancyMap.from_state(through_json(state), dict(arrays, evidence=np.full_like(arrays["evidence"], 100)), 0.1)
+    with pytest.raises(ValueError):
+        OccupancyMap.from_state(through_json(state), dict(arrays, explored=arrays["explored"].astype(np.float32)), 0.1)
+
+
+def test_frontier_map_round_trip(history, memory):
+    env, _, _ = history
+    state, arrays = memory.frontiers.to_state()
+    assert memory.frontiers.frontiers
+    restored = FrontierMap.from_state(through_json(state), arrays)
+    assert restored.to_state()[0] == through_json(state) and same_arrays(restored.to_state()[1], arrays)
+    original = FrontierMap.from_state(through_json(state), arrays)
+    for frontiers in (restored, original):  # the same map again: every frontier is kept, ids and all
+        frontiers.update(memory.grid, env.pose.position[:2], 10**6, 1e9, memory.config)
+    assert [f.frontier_id for f in restored.frontiers] == [f.frontier_id for f in original.frontiers]
+    assert restored.next_id == original.next_id
+    broken = through_json(state)
+    broken["frontiers"][0]["orientation"] = [1.0, 1.0]
+    with pytest.raises(ValueError, match="unit"):
+        FrontierMap.from_state(broken, arrays)
+    with pytest.raises(ValueError, match="next id"):
+        FrontierMap.from_state(dict(through_json(state), next_id=0), arrays)
+
+
+def test_overlap_shortcuts_give_the_exact_fraction_or_a_bound_that_settles_the_test():
+    rng = np.random.default_rng(5)
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    base = box_surface([0, 0, 0], [0.5, 0.4, 0.3], 0.005)
+    a = objects.objects[objects.add(detection(base + rng.normal(0, 0.003, base.shape), np.eye(4)[0]), 1.0)]
+    for shift in (0.0, 0.01, 0.02, 0.04, 0.08, 0.3):
+        other = detection(base + [shift, shift / 2, 0.0] + rng.normal(0, 0.003, base.shape), np.eye(4)[0])
+        exact = float(np.count_nonzero(cKDTree(a.points).query(other.points, distance_upper_bound=0.025)[0] < 0.025)) / len(other.points)
+        assert a.overlap_fraction(other.points, 0.025) == pytest.approx(exact)
+        assert a.overlap_fraction(other.points, 0.025, keys=other.keys) == pytest.approx(exact)
+        assert a.overlap_fraction(other.points, 0.025, coarse=True, keys=other.keys) == pytest.approx(exact)
+        for needed in (0.3, 0.7, 0.95):
+            value = a.overlap_fraction(other.points, 0.025, needed, coarse=True, keys=other.keys)
+            assert (value > needed) == (exact > needed) and value >= exact - 1e-12
+            if value > needed:
+                assert value == pytest.approx(exact)
+
+
+def test_two_means_matches_sklearn_and_splits_ties_in_halves():
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(11)
+    for n, spread in ((5, 0.3), (9, 1.0), (20, 2.0), (40, 3.0)):
+        xy = np.concatenate([rng.normal(0, spread, (n, 2)), rng.normal([4.0, 1.0], spread, (n + 3, 2))])
+        ours = clustering.kmeans(xy, 2)
+        theirs = KMeans(n_clusters=2, n_init=10, random_state=0).fit(xy).labels_
+        assert set(ours) == {0, 1}
+        assert np.array_equal(ours, theirs) or np.array_equal(ours, 1 - theirs), n
+    assert [part.tolist() for part in clustering.split_in_two(np.ones((5, 2)))] == [[0, 1], [2, 3, 4]]
+    assert [part.tolist() for part in clustering.split_in_two(np.array([[0.0, 0.0], [5.0, 5.0]]))] == [[0], [1]]
+
+
+def test_the_largest_leaf_goes_first_and_a_frame_chosen_in_the_pass_is_preferred():
+    mem = SnapshotMemory()
+    mem.add_frame(1, 1.0, Pose.from_xy_yaw(0, 0, 0), {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}, (0, 0, 0))  # P: sees the big leaf and 3
+    mem.add_frame(2, 2.0, Pose.from_xy_yaw(5, 0, 0), {3: 1.0, 10: 1.0, 11: 1.0, 12: 1.0, 13: 1.0}, (10, 0, 0))  # Q: more objects
+    mem.add_frame(3, 3.0, Pose.from_xy_yaw(6, 0, 0), {4: 1.0}, (12, 0, 0))  # R: the only one seeing 4
+    centres = {0: np.array([0.0, 0.0]), 1: np.array([0.5, 0.0]), 2: np.array([1.0, 0.0]), 3: np.array([5.0, 0.0]), 4: np.array([6.0, 0.0])}
+    mem.update(set(centres), centres, dict.fromkeys(centres, 1))
+    # {0, 1, 2} (largest) takes P first; then 3 alone prefers P (already chosen) over the higher-ranked Q
+    assert {k: sorted(s.cluster) for k, s in mem.snapshots.items()} == {1: [0, 1, 2, 3], 3: [4]}
+
+
+def test_pose_bins_and_pruning_keep_the_last_frame_of_every_object():
+    assert pose_bin(Pose.from_xy_yaw(0.99, -0.01, 0.0), 0.5, 30.0) == (1, -1, 6)
+    assert [pose_bin(Pose.from_xy_yaw(0, 0, math.radians(d)), 0.5, 30.0)[2] for d in (-180, -151, -149, 29, 31, 179)] == [0, 0, 1, 6, 7, 11]
+    mem = SnapshotMemory()
+    mem.add_frame(1, 1.0, Pose.from_xy_yaw(0, 0, 0), {0: 1.0, 1: 1.0}, (0, 0, 0))
+    mem.add_frame(2, 2.0, Pose.from_xy_yaw(0, 0, 0), {0: 1.0}, (0, 0, 0))  # same bin: frame 1 is superseded
+    assert mem.superseded == {1} and mem.bins[(0, 0, 0)] == 2
+    assert mem.prune() == 0 and 1 in mem.frames  # the last frame that saw object 1
+    mem.add_frame(3, 3.0, Pose.from_xy_yaw(0, 0, 0), {1: 1.0}, (0, 0, 0))  # now 1 is seen elsewhere; frame 2 superseded too
+    mem.snapshots[2] = Snapshot(2, [0])
+    assert mem.prune() == 1 and set(mem.frames) == {2, 3}  # frame 2 is a snapshot: kept
+    assert mem.object_frames == {0: {2}, 1: {3}} and mem.superseded == {2}
+    # a merged object's views: the keeper takes the larger confidence of the two
+    mem.add_frame(4, 4.0, Pose.from_xy_yaw(9, 9, 0), {0: 0.3, 1: 0.8}, (18, 18, 0))
+    mem.remap_object(1, 0)
+    assert mem.frames[4].objects == {0: 0.8} and mem.object_frames[0] == {2, 3, 4} and 1 not in mem.object_frames
+
+
+def test_angle_span_unwrapping_island_and_the_minimum_frontier_area():
+    angles = np.radians([350.0, 10.0, 20.0])
+    assert math.degrees(angle_span(angles)) == pytest.approx(30.0)
+    unwrapped = unwrap_angles(angles)
+    assert math.degrees(np.ptp(unwrapped)) == pytest.approx(30.0) and math.degrees(unwrapped.min() % (2 * math.pi)) == pytest.approx(350.0)
+    assert math.degrees(angle_span(np.radians([0.0, 90.0, 180.0, 270.0]))) == pytest.approx(270.0)
+    config = Snapshots3DConfig(encoder="gt_hash")
+    for length, expected in ((20, 1), (19, 0)):
+        grid = free_grid()
+        grid.explored[:] = True
+        centre = grid.local(np.array([0, 0]))
+        row, start = centre[0] + 15, centre[1] - length // 2 - 1
+        grid.explored[row - 1 : row + 2, start : start + length + 2] = False  # N frontier cells in its middle row
+        regions = check_regions(grid, np.array([0.05, 0.05]), config)
+        assert len(regions) == expected and all(len(cells) == length for _, cells in regions)
+    # off the free space (e.g. the agent's own cell looks occupied): the nearest free component
+    grid = free_grid()
+    wall = grid.local(np.array([3, 0]))[0]
+    grid.evidence[wall : wall + 2, :] = 5  # an occupied wall at x = 0.3..0.5 splits the free space
+    near_left = grid.island(np.array([0.35, 0.05]))  # in the wall's left cell
+    assert near_left[: wall].all() and not near_left[wall:].any()
+    near_right = grid.island(np.array([0.45, 0.05]))  # in its right cell
+    assert near_right[wall + 2 :].all() and not near_right[: wall + 2].any()
+
+
+def test_single_object_goal_open_side_clearance_and_line_of_sight():
+    from embodied_mem.memory.snapshots3d.goals import first_k, line_of_sight, observe_point_single
+
+    rng = np.random.default_rng(2)
+    values = rng.integers(0, 20, 500).astype(float)
+    for k in (1, 7, 60, 500, 900):
+        assert np.array_equal(first_k(values, k), np.argsort(values, kind="stable")[:k])
+    grid = free_grid()
+    local = lambda xy: grid.local(grid.cell_of(np.array(xy)))
+    wall = local([0.0, 0.0])[1] + 10  # an occupied wall along y = 1.0 .. 1.1 m
+    grid.evidence[:, wall] = 5
+    stand = standable(grid, 0.3)
+    distance_to_wall = np.abs(np.arange(grid.shape[1]) - wall) * 0.1
+    assert np.array_equal(stand[0], distance_to_wall >= 0.3)  # clearance 0.3 m from occupied cells
+    coarse = OccupancyMap(0.25)  # (exact binary distances: a cell exactly at the clearance is standable)
+    coarse.ensure(np.array([0, 0]), np.array([8, 8]), pad=0)
+    coarse.known[:], coarse.evidence[:] = True, -1
+    coarse.evidence[4, 4] = 5
+    assert standable(coarse, 0.5)[4, 2] and standable(coarse, 0.5)[2, 4] and not standable(coarse, 0.5)[4, 3]
+    # an object against the wall (on the +y side of the room): the goal is 1 m out, away from it
+    goal = observe_point_single(grid, stand, np.array([0.05, 0.85]), np.array([3.0, -3.0]), 1.0)
+    assert abs(goal[0] - 0.05) < 0.15 and -0.3 < goal[1] < 0.0 and 0.9 < np.linalg.norm(goal - [0.05, 0.85]) < 1.1
+    # in the open, the goal is on the side of the agent
+    open_goal = observe_point_single(free_grid(), standable(free_grid(), 0.3), np.array([0.05, 0.05]), np.array([-3.0, 0.05]), 1.0)
+    assert np.allclose(open_goal, [-0.95, 0.05])
+    # line of sight: through free cells only, after stepping off the (occupied) target
+    here = local([0.05, 0.05]) + 0.5
+    assert line_of_sight(grid, here, here + [0.0, -5.0], 20)
+    assert not line_of_sight(grid, here, here + [0.0, 15.0], 20)  # the wall is in between
+    assert line_of_sight(grid, here, here, 20)
+    # a group behind the wall is looked at from a free cell on this side with a clear view
+    centres = np.array([[-0.45, 0.95], [0.55, 0.95]])  # on the wall: occupied
+    goal = observe_point_group(grid, stand, centres, np.array([0.05, -2.0]), 1.0)
+    assert goal[1] < 0.75 and line_of_sight(grid, grid.local(grid.cell_of(goal)) + 0.5, local([0.05, 0.95]) + 0.5, 20)
+    # nowhere free within reach: the snapshot's own observation point
+    blocked = free_grid()
+    blocked.evidence[:] = 5
+    blocked.evidence[0, 0] = -1
+    assert np.allclose(observe_point_group(blocked, blocked.free, centres, np.array([0.05, -2.0]), 1.0), [0.05, -2.0])
+
+
+def test_matching_uses_exact_overlap_not_the_box_bound_and_the_physical_bias():
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    hollow = objects.add(detection(box_surface([0, 0, 0], [0.4, 0.4, 0.4]), np.eye(4)[0]), 1.0)
+    inside = detection(box_surface([0.15, 0.15, 0.15], [0.25, 0.25, 0.25]), np.eye(4)[0])  # in its box, 15 cm from its points
+    assert objects.objects[hollow].overlap_fraction(inside.points, 0.025) == 0.0
+    assert objects.match([inside]) == [None]  # sim = 0 + 1.0: the box bound (1.0) must not count
+    low, high = np.zeros((1, 3)), np.full((1, 3), 0.5)
+    assert boxes_overlap(np.array([0.25, 0.0, 0.0]), np.array([1.0, 0.5, 0.5]), low, high).tolist() == [True]
+    assert boxes_overlap(np.array([0.5, 0.0, 0.0]), np.array([1.0, 0.5, 0.5]), low, high).tolist() == [False]  # a shared face: IoU 0
+    # sim = (1 + b) spatial + (1 - b) visual
+    biased = ObjectMap(Snapshots3DConfig(encoder="gt_hash", phys_bias=0.5))
+    target = biased.add(detection(box_surface([0, 0, 0], [0.2, 0.2, 0.2]), np.eye(4)[0]), 1.0)
+    same_place = detection(box_surface([0, 0, 0], [0.2, 0.2, 0.2]) + 0.002, np.eye(4)[1])  # spatial 1, visual 0: 1.5 > 1.2
+    assert biased.match([same_place]) == [target] and objects.match([detection(box_surface([0, 0, 0], [0.4, 0.4, 0.4]) + 0.002, np.eye(4)[1])]) == [None]
+
+
+def test_periodic_merge_sums_the_bookkeeping():
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    points = box_surface([0.0, 0.0, 0.0], [0.3, 0.3, 0.3])
+    a = objects.add(detection(points, np.eye(4)[0], "mug", conf=0.6, attributes={"color": "red"}), 5.0)
+    objects.merge_detection(a, detection(points, np.eye(4)[0], "cup", conf=0.5, attributes={"color": "red"}), 6.0)
+    b = objects.add(detection(points + 0.002, np.eye(4)[0], "cup", conf=0.9, attributes={"color": "blue"}), 2.0)
+    objects.objects[b].moved_at = 3.0
+    assert objects.merge_overlapping() == {a: b}  # the more confident one keeps its id
+    keeper = objects.objects[b]
+    assert keeper.num_detections == 3 and keeper.conf == 0.9 and (keeper.first_seen, keeper.last_seen) == (2.0, 6.0)
+    assert keeper.class_votes == {"mug": 1, "cup": 2} and keeper.attribute_votes == {"color": {"red": 2, "blue": 1}} and keeper.moved_at == 3.0
+    assert keeper.instance_votes == {7: 3} and keeper.kind_votes == {"object": 3}
+
+
+def test_detection_filter_boundaries():
+    config = Snapshots3DConfig(encoder="gt_hash", det_proximity_px=0.0)
+    big = (960, 1280)  # 0.001 H W = 1228.8 px: larger than the 25-px floor here
+    found = ObjectMap(config).filter_detections(
+        [Detection(masks_of((slice(0, 30), slice(0, 40)), shape=big), "1200 px", 0.9), Detection(masks_of((slice(100, 131), slice(0, 40)), shape=big), "1240 px", 0.9)], big
+    )
+    assert [d.class_name for d in found] == ["1240 px"]
+    square = masks_of((slice(10, 20), slice(10, 20)))
+    found = ObjectMap(config).filter_detections([Detection(square, "a", 0.9), Detection(masks_of((slice(10, 19), slice(10, 20))), "b", 0.8)], (120, 160))
+    assert [d.class_name for d in found] == ["a", "b"]  # IoU exactly 0.9: not above
+    # centres exactly 2.5 px apart at 160 px wide: not closer than 20 px at 1280
+    found = ObjectMap(Snapshots3DConfig(encoder="gt_hash")).filter_detections(
+        [Detection(masks_of((slice(0, 10), slice(50, 60))), "c", 0.9), Detection(masks_of((slice(2, 13), slice(50, 60))), "d", 0.8)], (120, 160)
+    )
+    assert [d.class_name for d in found] == ["c", "d"]
+    assert ObjectMap(config).cloud_of(box_surface([1, 0, 0], [1.1, 0.1, 0.1])[:16], np.zeros(2)) is not None  # 16 points: enough
+
+
+def test_density_clusters_and_new_voxels_in_the_neighbour_index():
+    from embodied_mem.memory.snapshots3d.objects import largest_cluster
+
+    rng = np.random.default_rng(4)
+    dense = rng.uniform(0, 0.04, (40, 3))
+    smaller = rng.uniform(0, 0.04, (25, 3)) + [0.3, 0, 0]  # 0.26 m apart (> eps): another cluster
+    outliers = rng.uniform(2, 3, (6, 3))  # scattered: noise
+    keep = largest_cluster(np.concatenate([dense, smaller, outliers]), 0.1, 10)
+    assert keep[:40].all() and not keep[40:].any()
+    sparse = np.stack([np.arange(0.08, 1.0, 0.04), np.full(23, 0.02), np.full(23, 0.02)], axis=1)  # a trail, 4 cm steps
+    keep = largest_cluster(np.concatenate([dense, sparse]), 0.1, 10)
+    assert keep[:40].all() and not keep[40 + 5 :].any()  # too sparse to be core: only its start borders the blob
+    assert largest_cluster(rng.uniform(0, 5, (9, 3)), 0.1, 10).all()  # fewer points than min_points: all kept
+    assert largest_cluster(rng.uniform(0, 50, (30, 3)), 0.1, 10).all()  # no dense cell: all kept
+    chain = np.stack([np.arange(0, 1.0, 0.01), np.zeros(100), np.zeros(100)], axis=1)
+    assert largest_cluster(np.concatenate([chain, chain[:30] + [3, 0, 0]]), 0.1, 10)[:100].all()  # connected along the chain
+    # voxels a detection adds are found by the object's neighbour index before any rebuild
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    obj = objects.objects[objects.add(detection(box_surface([0, 0, 0], [0.5, 0.5, 0.5]), np.eye(4)[0]), 1.0)]
+    assert not obj.near(np.array([[0.0, 0.0, 0.7]]), 0.025)[0]  # builds the tree
+    objects.merge_detection(obj.object_id, detection(box_surface([0, 0, 0.6], [0.05, 0.05, 0.75]), np.eye(4)[0]), 2.0)
+    assert obj._tree is not None and obj.near(np.array([[0.0, 0.0, 0.7]]), 0.025)[0]
+
+
+def test_merge_order_thresholds_feature_weights_and_mask_iou():
+    from embodied_mem.memory.snapshots3d.objects import _mask_iou, _weighted_unit
+
+    a, b = unit([1, 0, 0, 0]), unit([0, 1, 0, 0])
+    assert np.allclose(_weighted_unit(a, 3, b, 1), unit([3, 1, 0, 0]))  # detection-count-weighted mean
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        masks = [masks_of((slice(r, r + h), slice(c, c + w))) for r, c, h, w in rng.integers(1, 40, (2, 4))]
+        boxes = [(int(np.nonzero(m.any(1))[0][0]), int(np.nonzero(m.any(1))[0][-1]) + 1, int(np.nonzero(m.any(0))[0][0]), int(np.nonzero(m.any(0))[0][-1]) + 1) for m in masks]
+        union = np.count_nonzero(masks[0] | masks[1])
+        brute = np.count_nonzero(masks[0] & masks[1]) / union
+        assert _mask_iou(masks[0], boxes[0], masks[0].sum(), masks[1], boxes[1], masks[1].sum()) == pytest.approx(brute)
+    # pairs go by decreasing overlap, and a merge changes the keeper's feature for the later pairs
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    cube = box_surface([0, 0, 0], [0.3, 0.3, 0.3])
+    first = objects.add(detection(cube, [1, 0, 0, 0], conf=0.9), 1.0)
+    middle = objects.add(detection(cube + 0.002, [0.72, -0.694, 0, 0], conf=0.5), 1.0)
+    patch = box_surface([1.0, 0.0, 0.0], [1.1, 0.1, 0.1])  # part of `last` lies away from `first`
+    last = objects.add(detection(np.concatenate([cube + [0.004, 0.0, 0.0], patch]), [0.72, 0.694, 0, 0], conf=0.7), 1.0)
+    on_first = lambda other: objects.objects[first].overlap_fraction(objects.objects[other].points, 0.025)
+    assert on_first(middle) == 1.0 and 0.7 < on_first(last) < 1.0
+    # middle (overlap 1.0) joins first, whose feature then differs from last's (cosine 0.41 < 0.7)
+    assert objects.merge_overlapping() == {middle: first} and set(objects.objects) == {first, last}
+    exact = ObjectMap(Snapshots3DConfig(encoder="gt_hash", merge_visual_sim_thresh=0.75))
+    x = exact.add(detection(cube, np.eye(4)[0], conf=0.9), 1.0)
+    y = exact.add(detection(cube + 0.002, np.eye(4)[0], conf=0.5), 1.0)
+    exact.objects[y].embedding = np.array([0.75, math.sqrt(1 - 0.5625), 0.0, 0.0], np.float32)  # cosine exactly 0.75
+    assert exact.merge_overlapping() == {} and set(exact.objects) == {x, y}  # not above the threshold

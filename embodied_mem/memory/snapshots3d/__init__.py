@@ -32,7 +32,12 @@ look: a free point 0.75 / 1.5 m from its objects) or a frontier (explore).
 What we implement (``objects.py``, ``clustering.py``, ``frontiers.py``, ``goals.py``, ``system.py``)
 ------------------------------------------------------------------------------------------
 All three structures, with the paper's rules and hyperparameters, updated on every
-``observe``; retrieval for both tracks; checkpoints (json + npz); ``plot``.
+``observe`` (frontiers only with ``track_frontiers``, see Departures); retrieval for both
+tracks; checkpoints; ``plot``. Each component owns its state: ``ObjectMap``,
+``SnapshotMemory``, ``OccupancyMap`` and ``FrontierMap`` have ``to_state() -> (dict, arrays)``
+and ``from_state(...)`` (``ValueError`` on malformed data); ``save`` / ``load`` compose them
+(array names prefixed ``object_map.``, ``snapshots.``, ``grid.``, ``frontiers.``) and swap the
+parsed components in only when all of them parsed.
 
 - Entities are the map's own objects: the ids the shared reasoner sees (catalog, diary, hits)
   are map object ids, never simulator ids. An object's category is the paper's majority class
@@ -75,8 +80,11 @@ Substitutions (no YOLO-World / SAM, VLM, CLIP or TSDF here)
   and pose (an upper bound). ``Detection.instance_id`` (gt mode only) is kept per map object
   as a diagnostic vote and never used for association, ids or answers. A ``detector`` hook
   (constructor argument or attribute: ``Observation -> list[objects.Detection]``) can replace
-  the frame's detections; ConceptGraphs' filters apply to either (confidence >= 0.4, mask >=
-  25 px and >= 0.001 H W, 2D box <= 0.5 of the image, mask IoU > 0.9 duplicates).
+  the frame's detections; ConceptGraphs' filters apply to either, in the public code's
+  order: ``filter_detections`` (most confident first: mask >= 0.001 H W, confidence >= 0.4, mask
+  IoU > 0.9 with a kept one dropped, and of two whose box centres are closer than 20 px at 1280 px
+  wide, scaled to the frame's width, the larger box kept) then ``filter_gobs`` (mask >= 25 px,
+  2D box <= 0.5 of the image). Boxes are the masks' pixel bounding boxes.
   ``mask_subtract_contained`` is not applied (the simulated masks are eroded instance masks,
   disjoint except for false-positive blobs).
 - CLIP features: the text embedding (``encoder``: MiniLM, or the ``gt_hash`` bag of label
@@ -89,25 +97,40 @@ Substitutions (no YOLO-World / SAM, VLM, CLIP or TSDF here)
 - GPT-4o choice: kept snapshots ranked by the best cosine between the query and the
   descriptions of their (kept-class) objects; ties: the more recently seen object, then the
   newer frame. Frontiers are never returned by recall (a memory answers from what it saw).
+  Class names and descriptions are embedded when they appear (ingest), so a recall makes one
+  encoder call, for its own text.
 - TSDF: a 2D grid of 0.1 m cells (see ``frontiers.py``): occupancy evidence from points at
   0.05-1.8 m height (+) and floor points / rays over the floor (-), explored from rays within
-  1.7 m through the paper's image window (below 0.6 H, 0.25 W from the sides) and 0.7 m around
-  the agent, integration within 3 m (the TSDF's ``max_dist``).
+  1.7 m and 0.7 m around the agent, integration within 3 m (the TSDF's ``max_dist``). The
+  explored window follows the public code, not its config: ``eval_*.yaml`` sets margins (0.6 H
+  from the top, 0.25 W per side) and ``run_aeqa_evaluation.py`` passes them to
+  ``TSDFPlanner.integrate``, which never reads them (its "narrow" view is the whole frustum
+  within ``explored_depth``), so ``margin_h_ratio`` / ``margin_w_ratio`` default to 0 (set them
+  to restore the window).
 - Frontier snapshots: the frame id and the agent's pose turned towards the frontier (no image).
 - Library stand-ins, same rules: Open3D ``voxel_down_sample`` -> a global 1 cm voxel grid with
-  count-weighted voxel means (merging inserts into sorted voxel keys); ``cluster_dbscan``
+  count-weighted voxel means (a merged detection is appended and compacted into the sorted
+  voxels later, when the appended voxels reach half the cloud or the cloud is read: the same
+  result as merging each in turn); ``cluster_dbscan``
   (~40 ms per 5000 points here) -> a grid DBSCAN (cells of eps/2, core = >= 10 points in the
   3x3x3 block, 26-connected, largest cluster kept unless < 5 points); faiss -> a scipy cKDTree
   per object, rebuilt once the voxels added since exceed half of it (means drift < 1 voxel);
   oriented boxes -> axis-aligned boxes padded by half a voxel (IoU > 0 <=> positive overlap);
   sklearn ``KMeans(n_init=10)`` (~16 ms a call) -> the same seeded k-means++ / Lloyd in numpy,
   memoised per input; HiPart's leaf choice -> the largest leaf, ties to the older leaf.
+  ``compute_overlap_matrix`` in the periodic merge -> overlaps measured only where they decide
+  something: a cheap upper bound first (the fraction in the box grown by 0.025 m, then in
+  0.025 m cells next to the object's cells), exact only above 0.7; pairs with cosine <= 0.7
+  only when some pair of the pass merges (only a merge changes a feature). Same merges.
 
 Departures (and why)
 --------------------
 - Views: the paper takes 3 views per 1 m step; we treat every observation as a view.
-  Frontiers are recomputed every 3rd processed frame (``frontier_interval``: the paper's once
-  per step of 3 views); snapshots every frame.
+  Snapshots are updated every frame.
+- Frontiers are off by default (``track_frontiers: false``): they cost ~8-10 % of ingest and
+  nothing reads them (recall answers from what was seen, and the evaluation never asks for a
+  frontier). With the flag on they are recomputed every 3rd processed frame
+  (``frontier_interval``: the paper's once per step of 3 views) and checkpointed.
 - Candidate frames are bounded so memory stays flat on revisits: one per (0.5 m cell,
   30 degree heading bin), the newest replacing older ones; an older frame is kept while a
   snapshot uses it or it is the last frame that saw some object (so every object can always
@@ -115,7 +138,9 @@ Departures (and why)
 - Periodic cleanup touches only objects changed since the last pass (denoise is idempotent,
   and unchanged pairs were already tested for merging). A merged object's id is remapped to
   the keeper in frames and snapshots (the paper drops it from frames), and the keeper is
-  re-clustered at the same step, so it stays in exactly one snapshot.
+  re-clustered at the same step, so it stays in exactly one snapshot. Objects the denoise
+  changed are re-clustered too (their centres moved; the paper re-clusters only new objects
+  and those within 4 m of the agent).
 - As in the paper, a re-clustered group may be added to an existing snapshot whose frame it
   picks; snapshots outside the update set are otherwise unchanged.
 - Detections keep at most 5000 points (stride rounded up; the paper's floor stride may keep
@@ -130,9 +155,15 @@ Departures (and why)
 - Frontiers: split parts under 20 cells are dropped and parts still wider than 150 degrees
   split again (so every kept frontier meets both limits); the old-frontier "unchanged" test
   (IoU > 0.95 and < 75 cells differ, or <= 3 differ) keeps ids and snapshots, the paper's
-  split / merge special cases and ``adjust_navigation_point`` are left out.
+  split / merge special cases and ``adjust_navigation_point`` are left out. The island is the
+  agent's free component only: the paper also unions the components holding existing
+  frontiers (``get_island_around_pts`` at the occupancy height), which keeps a frontier alive
+  when it is cut off from the agent (e.g. behind an obstacle seen later); we omit that union.
 - Goals: ``final_observe_distance`` 1.0 m (paper: 0.75 A-EQA, 1.5 GOAT); "free" = free cells
-  >= 0.3 m from occupied ones; for one object the candidates nearest the paper's point are
+  >= 0.3 m from occupied ones; at most 60 candidate cells are tried for a line of sight (the
+  60 nearest the ideal point for one object, the 60 most opposite to the short axis for a
+  group; the paper tries every cell of the ring), then the first candidate (one object) or the
+  observation point (a group); for one object the candidates nearest the paper's point are
   also checked for a line of sight (as the paper does for groups), towards the agent
   (``query.near``, else the snapshot's pose) when the object stands in the open. In
   ``locate`` a snapshot goal farther than 1.5 m from the target object falls back to the

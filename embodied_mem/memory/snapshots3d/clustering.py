@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embodied_mem.geometry import wrap_angle
+from embodied_mem.memory.snapshots3d.state import integer, integers, number, refusing
 from embodied_mem.types import Pose
 
 
@@ -254,6 +255,60 @@ class SnapshotMemory:
         frames = sum(f.nbytes() for f in self.frames.values())
         snapshots = sum(40 + 8 * len(s.cluster) for s in self.snapshots.values())
         return frames + snapshots + 48 * len(self.bins)
+
+    # ---------------------------------------------------------------- checkpoints
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """Frames (with their ``full_obj_list``), snapshots, pose bins and bookkeeping; no arrays."""
+        state = {
+            "frames": [
+                {"frame_id": f.frame_id, "stamp": f.stamp, "pose": f.pose.to_dict(), "objects": {str(k): v for k, v in f.objects.items()}, "bin": list(f.bin), "order": f.order}
+                for f in self.frames.values()
+            ],
+            "snapshots": [{"frame_id": s.frame_id, "cluster": list(s.cluster)} for s in self.snapshots.values()],
+            "bins": [[list(k), v] for k, v in self.bins.items()],
+            "superseded": sorted(self.superseded),
+            "order": self._order,
+        }
+        return state, {}
+
+    @classmethod
+    def from_state(cls, state: dict, arrays: dict[str, np.ndarray], min_detection: int = 1, object_ids=None) -> SnapshotMemory:
+        """The memory ``to_state`` described; ``ValueError`` on malformed or inconsistent data.
+
+        ``object_ids``: the objects of the map it goes with (frames may name no other).
+        """
+        with refusing("snapshot memory"):
+            memory = cls(min_detection)
+            known = None if object_ids is None else set(object_ids)
+            for f in state["frames"]:
+                seen = {integer(int(k)): number(v) for k, v in f["objects"].items()}
+                frame = Frame(integer(f["frame_id"]), number(f["stamp"]), Pose.from_dict(f["pose"]), seen, tuple(integers(f["bin"])), integer(f["order"]))
+                if len(frame.bin) != 3 or frame.frame_id in memory.frames or not frame.objects:
+                    raise ValueError(f"frame {frame.frame_id} is repeated, empty or has a bad bin")
+                if known is not None and not set(frame.objects) <= known:
+                    raise ValueError(f"frame {frame.frame_id} refers to an unknown object")
+                memory.frames[frame.frame_id] = frame
+                for object_id in frame.objects:
+                    memory.object_frames.setdefault(object_id, set()).add(frame.frame_id)
+            placed: set[int] = set()
+            for s in state["snapshots"]:
+                snapshot = Snapshot(integer(s["frame_id"]), integers(s["cluster"]))
+                if snapshot.frame_id not in memory.frames or snapshot.frame_id in memory.snapshots or not snapshot.cluster:
+                    raise ValueError(f"snapshot {snapshot.frame_id} is repeated, empty or has no frame")
+                if not set(snapshot.cluster) <= set(memory.frames[snapshot.frame_id].objects):
+                    raise ValueError(f"snapshot {snapshot.frame_id} does not match its frame")
+                if placed.intersection(snapshot.cluster) or len(set(snapshot.cluster)) != len(snapshot.cluster):
+                    raise ValueError(f"snapshot {snapshot.frame_id} holds an object another snapshot holds")
+                placed.update(snapshot.cluster)
+                memory.snapshots[snapshot.frame_id] = snapshot
+            memory.bins = {tuple(integers(key)): integer(frame_id) for key, frame_id in state["bins"]}
+            memory.superseded = set(integers(state["superseded"]))
+            if not set(memory.bins.values()) | memory.superseded <= set(memory.frames):
+                raise ValueError("pose bins or superseded frames name no frame")
+            memory._order = integer(state["order"])
+            if memory.frames and memory._order <= max(f.order for f in memory.frames.values()):
+                raise ValueError("frame order counter is behind the frames")
+            return memory
 
 
 _SPLITS: OrderedDict[bytes, np.ndarray] = OrderedDict()  # 2-means is deterministic: reuse results

@@ -11,11 +11,14 @@ of the image. Our stand-in keeps the same two notions on a 2D grid of 0.1 m cell
   Rays run per image column from the camera to the farthest floor point before the column's
   nearest obstacle, and to that obstacle stopping a cell short;
 - explored: cells such rays cross (or floor points land in) within ``explored_depth`` of the
-  camera, counting only pixels below ``margin_h_ratio * H`` and at least ``margin_w_ratio * W``
-  from both sides, plus cells within ``surrounding_explored_radius`` of the agent (``agent_step``);
+  camera, plus cells within ``surrounding_explored_radius`` of the agent (``agent_step``). The
+  public code's ``integrate`` takes image margins but never reads them, so by default every
+  pixel counts; ``margin_h_ratio`` / ``margin_w_ratio`` > 0 keep only pixels below
+  ``margin_h_ratio * H`` and at least ``margin_w_ratio * W`` from both sides (the config's window);
 - only points within ``max_integrate_depth`` (3 m, the TSDF's ``max_dist``) are integrated.
 
 Frontier cells follow ``update_frontier_map``: free cells on the agent's connected island
+(the paper also adds the islands holding existing frontiers; we do not)
 whose 8-neighbour count of unexplored cells is within [frontier_area_min, frontier_area_max]
 (8..9: all neighbours unexplored); clusters are DBSCAN(eps 1 cell, min 2) components, i.e.
 4-connected components of at least 2 cells (computed exactly with ``ndimage.label``); those
@@ -35,6 +38,7 @@ import numpy as np
 from scipy import ndimage
 
 from embodied_mem.memory.snapshots3d.clustering import kmeans
+from embodied_mem.memory.snapshots3d.state import array, integer, number, refusing, vector
 from embodied_mem.types import Pose
 
 EVIDENCE_HIT, EVIDENCE_PASS, EVIDENCE_LIMIT = 3, 1, 8
@@ -105,6 +109,30 @@ class OccupancyMap:
 
     def nbytes(self) -> int:
         return self.evidence.nbytes + self.known.nbytes + self.explored.nbytes
+
+    # ---------------------------------------------------------------- checkpoints
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        state = {"resolution": self.resolution, "version": self.version}
+        return state, {"evidence": self.evidence, "known": self.known, "explored": self.explored, "origin": self.origin}
+
+    @classmethod
+    def from_state(cls, state: dict, arrays: dict[str, np.ndarray], resolution: float | None = None) -> OccupancyMap:
+        """The map ``to_state`` described; ``ValueError`` on malformed data or another ``resolution``."""
+        with refusing("occupancy map"):
+            grid = cls(number(state["resolution"]))
+            if grid.resolution <= 0 or (resolution is not None and not math.isclose(grid.resolution, resolution)):
+                raise ValueError(f"grid resolution {grid.resolution} does not match {resolution}")
+            evidence = array(arrays, "evidence", "i", 2)
+            known, explored = array(arrays, "known", "b", 2), array(arrays, "explored", "b", 2)
+            origin = array(arrays, "origin", "i", 1)
+            if known.shape != evidence.shape or explored.shape != evidence.shape or origin.shape != (2,):
+                raise ValueError("occupancy grids disagree in shape")
+            if evidence.size and (evidence.min() < -EVIDENCE_LIMIT or evidence.max() > EVIDENCE_LIMIT):
+                raise ValueError("occupancy evidence out of range")
+            grid.evidence, grid.known, grid.explored = evidence.astype(np.int8), known.astype(bool), explored.astype(bool)
+            grid.origin = origin.astype(np.int64)
+            grid.version = integer(state["version"])
+            return grid
 
     # ---------------------------------------------------------------- integration
     def integrate(self, view: ViewPoints, agent_xy: np.ndarray, config) -> None:
@@ -349,6 +377,48 @@ class FrontierMap:
 
     def nbytes(self) -> int:
         return sum(f.nbytes() for f in self.frontiers)
+
+    # ---------------------------------------------------------------- checkpoints
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        frontiers = self.frontiers
+        state = {
+            "frontiers": [
+                {"id": f.frontier_id, "position": f.position.tolist(), "orientation": f.orientation.tolist(), "frame_id": f.frame_id, "pose": f.pose.to_dict(), "stamp": f.stamp}
+                for f in frontiers
+            ],
+            "next_id": self.next_id,
+        }
+        arrays = {
+            "sizes": np.array([len(f.cells) for f in frontiers], dtype=np.int64),
+            "cells": np.concatenate([f.cells for f in frontiers] or [np.zeros((0, 2), np.int64)]).astype(np.int64),
+        }
+        return state, arrays
+
+    @classmethod
+    def from_state(cls, state: dict, arrays: dict[str, np.ndarray]) -> FrontierMap:
+        """The frontiers ``to_state`` described; ``ValueError`` on malformed data."""
+        with refusing("frontier map"):
+            frontier_map = cls()
+            sizes, cells = array(arrays, "sizes", "i", 1), array(arrays, "cells", "i", 2, 2)
+            records = state["frontiers"]
+            if not isinstance(records, list) or len(sizes) != len(records) or np.any(sizes <= 0) or int(sizes.sum()) != len(cells):
+                raise ValueError("frontier arrays and records disagree in length")
+            offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            for n, f in enumerate(records):
+                orientation = vector(f["orientation"], 2)
+                if not math.isclose(float(np.linalg.norm(orientation)), 1.0, abs_tol=1e-6):
+                    raise ValueError("a frontier orientation is not a unit vector")
+                frontier_map.frontiers.append(
+                    Frontier(
+                        integer(f["id"]), vector(f["position"], 2), orientation, cells[offsets[n] : offsets[n + 1]].astype(np.int64),
+                        integer(f["frame_id"]), Pose.from_dict(f["pose"]), number(f["stamp"]),
+                    )
+                )
+            ids = [f.frontier_id for f in frontier_map.frontiers]
+            frontier_map.next_id = integer(state["next_id"])
+            if len(set(ids)) != len(ids) or (ids and frontier_map.next_id <= max(ids)):
+                raise ValueError("frontier ids repeat or reach the next id")
+            return frontier_map
 
 
 def _frontier_position(cells: np.ndarray, edge_cells: np.ndarray, here: np.ndarray, direction: np.ndarray) -> np.ndarray:

@@ -35,11 +35,30 @@ def standable(grid: OccupancyMap, clearance: float) -> np.ndarray:
     return free & (distance >= clearance)
 
 
-def observe_point_single(grid: OccupancyMap, stand: np.ndarray, target_xy: np.ndarray, agent_xy: np.ndarray, distance: float) -> np.ndarray | None:
-    """World (x, y) from which to look at one object, or None when nothing around is free."""
+def stand_cells(stand: np.ndarray) -> np.ndarray:
+    """Centres of the standable cells, in local cell units (cell i spans [i, i + 1))."""
+    return np.argwhere(stand) + 0.5
+
+
+def first_k(values: np.ndarray, k: int) -> np.ndarray:
+    """``np.argsort(values, kind="stable")[:k]`` in O(n): the k smallest, ties by index."""
+    if len(values) <= k:
+        return np.argsort(values, kind="stable")
+    threshold = np.partition(values, k - 1)[k - 1]
+    index = np.flatnonzero(values <= threshold)
+    return index[np.argsort(values[index], kind="stable")][:k]
+
+
+def observe_point_single(
+    grid: OccupancyMap, stand: np.ndarray, target_xy: np.ndarray, agent_xy: np.ndarray, distance: float, cells: np.ndarray | None = None
+) -> np.ndarray | None:
+    """World (x, y) from which to look at one object, or None when nothing around is free.
+
+    ``cells``: ``stand_cells(stand)``, when the caller keeps it.
+    """
     point = _to_local(grid, target_xy)
     dist = distance / grid.resolution
-    cells = np.argwhere(stand) + 0.5  # cell centres, in local cell units
+    cells = stand_cells(stand) if cells is None else cells
     if len(cells) == 0:
         return None
     offsets = np.linalg.norm(cells - point, axis=1)
@@ -47,29 +66,38 @@ def observe_point_single(grid: OccupancyMap, stand: np.ndarray, target_xy: np.nd
     direction = None
     if len(nearby):
         index = nearby.astype(np.int64)
-        labels, _ = ndimage.label(_mask(stand.shape, index), structure=_FOUR)
-        sizes = np.bincount(labels[index[:, 0], index[:, 1]])
+        low = index.min(axis=0)
+        window = index - low  # label only the window holding them: the same components
+        labels, _ = ndimage.label(_mask(tuple(window.max(axis=0) + 1), window), structure=_FOUR)
+        own = labels[window[:, 0], window[:, 1]]
+        sizes = np.bincount(own)
         sizes[0] = 0
-        largest = nearby[labels[index[:, 0], index[:, 1]] == int(np.argmax(sizes))]
+        largest = nearby[own == int(np.argmax(sizes))]
         direction = largest.mean(axis=0) - point
     if direction is None or np.linalg.norm(direction) < 1e-3:
         direction = _to_local(grid, agent_xy) - point
     if np.linalg.norm(direction) < 1e-3:
         direction = np.array([1.0, 0.0])
     ideal = point + direction / np.linalg.norm(direction) * dist
-    order = np.argsort(np.linalg.norm(cells - ideal, axis=1), kind="stable")[:MAX_CANDIDATES]
+    order = first_k(np.linalg.norm(cells - ideal, axis=1), MAX_CANDIDATES)
     for index in order:
         if line_of_sight(grid, cells[index], point, dist):
             return _to_world(grid, cells[index])
     return _to_world(grid, cells[order[0]])
 
 
-def observe_point_group(grid: OccupancyMap, stand: np.ndarray, centres_xy: np.ndarray, obs_xy: np.ndarray, distance: float) -> np.ndarray:
-    """World (x, y) from which to look at a snapshot's objects (its observation point as fallback)."""
+def observe_point_group(
+    grid: OccupancyMap, stand: np.ndarray, centres_xy: np.ndarray, obs_xy: np.ndarray, distance: float, cells: np.ndarray | None = None
+) -> np.ndarray:
+    """World (x, y) from which to look at a snapshot's objects (its observation point as fallback).
+
+    ``cells``: ``stand_cells(stand)``, when the caller keeps it.
+    """
+    cells = stand_cells(stand) if cells is None else cells
     centres = np.array([_to_local(grid, c) for c in centres_xy])
     centres = np.unique(np.floor(centres), axis=0) + 0.5  # the paper deduplicates voxel centres
     if len(centres) == 1:
-        single = observe_point_single(grid, stand, _to_world(grid, centres[0]), obs_xy, distance)
+        single = observe_point_single(grid, stand, _to_world(grid, centres[0]), obs_xy, distance, cells)
         return np.asarray(obs_xy, dtype=np.float64)[:2] if single is None else single
     centre = centres.mean(axis=0)
     if len(centres) == 2:
@@ -85,7 +113,6 @@ def observe_point_group(grid: OccupancyMap, stand: np.ndarray, centres_xy: np.nd
     if np.dot(centre - _to_local(grid, obs_xy), short_axis) < 0:
         short_axis = -short_axis
     dist = distance / grid.resolution
-    cells = np.argwhere(stand) + 0.5
     offsets = cells - centre
     norms = np.linalg.norm(offsets, axis=1)
     ring = (norms > dist - 1) & (norms < dist + 1)

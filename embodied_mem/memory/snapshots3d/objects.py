@@ -9,9 +9,11 @@ Every ``cleanup_interval`` processed frames the map is denoised, far objects wit
 detections are dropped and strongly overlapping, similar objects are merged.
 
 Point clouds live on a global 1 cm voxel grid: per object the sorted voxel keys, the mean
-point of each voxel and how many raw points it averages. Merging is then an insertion into
-a sorted array instead of a re-downsampling of the concatenated cloud, and neighbour
-queries use a scipy cKDTree cached per object (see ``MapObject.near``).
+point of each voxel and how many raw points it averages. Merging a detection appends its
+voxels; they are compacted into the sorted arrays (one sorted merge for many detections)
+once they reach half the cloud or when the cloud is read, which gives the same cloud as a
+re-downsampling of the concatenated points. Neighbour queries use a scipy cKDTree cached
+per object (see ``MapObject.near``).
 
 Detections come from the robot's perception (``Observation.detections``: class-labelled masks
 with scores and the detector's attribute guesses, no identity). Beyond the paper, each map
@@ -23,6 +25,8 @@ cloud moved to where it was put (``move_by``, ``moved_at``).
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,11 +35,15 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from embodied_mem.memory.base import describe
+from embodied_mem.memory.snapshots3d.state import array, flag, integer, integers, number, refusing, vector, votes
 from embodied_mem.types import Observation
 
 _BITS = 21  # bits per axis of a packed voxel key: +-10 km at 1 cm
 _OFFSET = 1 << (_BITS - 1)
 _MASK = (1 << _BITS) - 1
+COARSE_MIN = 2000  # query clouds at least this large get the coarse-cell bound in periodic merging
+COMPACT_MIN = 4096  # appended voxels an object holds before it compacts by itself (see ``MapObject.append_voxels``)
+_COMPACT_LOCK = threading.Lock()
 
 
 # ----------------------------------------------------------------------------------------
@@ -135,6 +143,20 @@ def merge_voxels(
     )
 
 
+def combine_voxels(chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Several voxel clouds on one grid as one: sorted unique keys, count-weighted means, summed counts."""
+    if len(chunks) == 1:
+        return chunks[0]
+    keys = np.concatenate([k for k, _, _ in chunks])
+    points = np.concatenate([p for _, p, _ in chunks]).astype(np.float64)
+    counts = np.concatenate([c for _, _, c in chunks]).astype(np.float64)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    total = np.bincount(inverse, weights=counts, minlength=len(unique))
+    sums = np.stack([np.bincount(inverse, weights=points[:, axis] * counts, minlength=len(unique)) for axis in range(3)], axis=1)
+    return unique, (sums / total[:, None]).astype(np.float32), total.astype(np.int32)
+
+
 def shift_voxels(keys: np.ndarray, points: np.ndarray, counts: np.ndarray, delta: np.ndarray, voxel: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A voxel cloud translated by ``delta``, re-binned on the grid (voxels that land in the
     same cell average by raw counts)."""
@@ -193,9 +215,9 @@ class MapObject:
     """One object of the map (a ConceptGraphs object)."""
 
     object_id: int
-    keys: np.ndarray  # int64 (n,) sorted voxel keys
-    points: np.ndarray  # float32 (n, 3) mean point of each voxel
-    counts: np.ndarray  # int32 (n,) raw points averaged in each voxel
+    voxel_keys: np.ndarray  # int64 (n,) sorted voxel keys of the compacted cloud (read ``keys``)
+    voxel_points: np.ndarray  # float32 (n, 3) mean point of each voxel (read ``points``)
+    voxel_counts: np.ndarray  # int32 (n,) raw points averaged in each voxel (read ``counts``)
     embedding: np.ndarray  # float32 unit vector: detection-count-weighted mean of detection features
     num_detections: int
     conf: float  # max detection confidence
@@ -216,10 +238,58 @@ class MapObject:
     _tree_size: int = field(default=0, repr=False)
     _extra: list[np.ndarray] = field(default_factory=list, repr=False)
     _extra_tree: cKDTree | None = field(default=None, repr=False)
+    # Merged detections not yet folded into the sorted cloud: (keys, points, counts) chunks.
+    _chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
+    _pending: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         if self.bbox_min is None:
             self.refresh_bbox()
+
+    # ---------------------------------------------------------------- the cloud
+    @property
+    def keys(self) -> np.ndarray:
+        self.compact()
+        return self.voxel_keys
+
+    @property
+    def points(self) -> np.ndarray:
+        self.compact()
+        return self.voxel_points
+
+    @property
+    def counts(self) -> np.ndarray:
+        self.compact()
+        return self.voxel_counts
+
+    def set_voxels(self, keys: np.ndarray, points: np.ndarray, counts: np.ndarray) -> None:
+        """Replace the whole cloud (drops anything appended and not yet compacted)."""
+        self.voxel_keys, self.voxel_points, self.voxel_counts = keys, points, counts
+        self._chunks, self._pending = [], 0
+
+    def append_voxels(self, keys: np.ndarray, points: np.ndarray, counts: np.ndarray) -> None:
+        """Merge a voxel cloud on the same grid, lazily: it is appended and folded in by
+        ``compact`` (one sorted merge for many detections instead of one per detection).
+        Compacts by itself once the appended voxels reach half the cloud (amortised O(1))."""
+        if len(keys) == 0:
+            return
+        self._chunks.append((keys, points, counts))
+        self._pending += len(keys)
+        if self._pending > max(COMPACT_MIN, len(self.voxel_keys) // 2):
+            self.compact()
+
+    def compact(self) -> None:
+        """Fold the appended chunks into the sorted cloud: the same keys, counts and (to float
+        rounding) count-weighted means as merging each chunk in turn with ``merge_voxels``."""
+        if not self._chunks:
+            return
+        with _COMPACT_LOCK:  # readers (recall, save) may compact too
+            if not self._chunks:
+                return
+            keys, points, counts = combine_voxels(self._chunks)
+            merged = merge_voxels(self.voxel_keys, self.voxel_points, self.voxel_counts, keys, points, counts)
+            self.voxel_keys, self.voxel_points, self.voxel_counts = merged[:3]
+            self._chunks, self._pending = [], 0
 
     # ---------------------------------------------------------------- derived
     @property
@@ -263,7 +333,7 @@ class MapObject:
 
     def move_by(self, delta: np.ndarray, voxel: float) -> None:
         """The robot carried it and put it down ``delta`` away: the whole cloud goes with it."""
-        self.keys, self.points, self.counts = shift_voxels(self.keys, self.points, self.counts, delta, voxel)
+        self.set_voxels(*shift_voxels(self.keys, self.points, self.counts, delta, voxel))
         self.forget_index()
         self.refresh_bbox()
 
@@ -278,7 +348,8 @@ class MapObject:
 
     def nbytes(self) -> int:
         votes = len(self.class_votes) + len(self.instance_votes) + len(self.kind_votes) + sum(len(v) for v in self.attribute_votes.values())
-        return self.keys.nbytes + self.points.nbytes + self.counts.nbytes + self.embedding.nbytes + 200 + 24 * votes
+        cloud = (len(self.voxel_keys) + self._pending) * 24  # int64 key + 3 float32 + int32 count per voxel
+        return cloud + self.embedding.nbytes + 200 + 24 * votes
 
     # ---------------------------------------------------------------- neighbours
     def forget_index(self) -> None:
@@ -314,11 +385,19 @@ class MapObject:
             close |= self._extra_tree.query(queries, k=1, distance_upper_bound=radius)[0] < radius
         return close
 
-    def overlap_fraction(self, points: np.ndarray, radius: float, needed: float = -np.inf) -> float:
+    def overlap_fraction(
+        self, points: np.ndarray, radius: float, needed: float = -np.inf, coarse: bool = False, keys: np.ndarray | None = None
+    ) -> float:
         """Fraction of ``points`` within ``radius`` of this object (ConceptGraphs' overlap).
 
-        Returns the cheap upper bound (the fraction inside the grown box) instead when it
-        cannot exceed ``needed``: the caller only compares the result with that.
+        Returns a cheap upper bound instead when it cannot exceed ``needed`` (the caller only
+        compares the result with that): the fraction inside the box grown by ``radius``, and
+        with ``coarse`` (for large clouds) the fraction in cells of size ``radius`` next to a
+        cell holding a point of this object (a point within ``radius`` of one of ours is in
+        such a cell). Points outside those cells are certainly not near, so only the others
+        are looked up. ``keys``: the points' voxel keys on this object's grid, given when a
+        voxel's diagonal is shorter than ``radius``: a point in a voxel this object holds is
+        near without a lookup (both are means of points inside that voxel).
         """
         if len(points) == 0:
             return 0.0
@@ -326,7 +405,57 @@ class MapObject:
         bound = float(np.count_nonzero(inside)) / len(points)
         if bound == 0.0 or bound <= needed:
             return bound
-        return float(np.count_nonzero(self.near(points[inside], radius))) / len(points)
+        candidates = points[inside]
+        keys = None if keys is None else keys[inside]
+        if coarse and len(candidates) > COARSE_MIN:
+            hit = self.coarse_cells(radius, candidates)
+            if hit is not None:
+                bound = float(np.count_nonzero(hit)) / len(points)
+                if bound == 0.0 or bound <= needed:
+                    return bound
+                candidates, keys = candidates[hit], None if keys is None else keys[hit]
+        found = 0
+        if keys is not None and len(self.voxel_keys):
+            known = self.voxel_keys
+            same = known[np.minimum(np.searchsorted(known, keys), len(known) - 1)] == keys
+            found, candidates = int(np.count_nonzero(same)), candidates[~same]
+        return float(found + np.count_nonzero(self.near(candidates, radius))) / len(points)
+
+    def coarse_cells(self, cell: float, queries: np.ndarray) -> np.ndarray | None:
+        """For each query: is it in a cell (of side ``cell``) next to or in a cell holding one
+        of this object's points? (None when the object spans too many cells.)"""
+        points = self.points
+        low = np.floor(points.min(axis=0) / cell).astype(np.int64) - 1
+        index = np.floor(points / cell).astype(np.int64) - low
+        dims = index.max(axis=0) + 2
+        if np.prod(dims.astype(np.float64)) > 8e6:
+            return None
+        grid = np.zeros(tuple(int(d) for d in dims), dtype=bool)
+        grid[index[:, 0], index[:, 1], index[:, 2]] = True
+        grid = ndimage.maximum_filter(grid, size=3, mode="constant")
+        at = np.floor(queries / cell).astype(np.int64) - low
+        valid = np.all((at >= 0) & (at < dims), axis=1)
+        hit = np.zeros(len(queries), dtype=bool)
+        hit[valid] = grid[at[valid, 0], at[valid, 1], at[valid, 2]]
+        return hit
+
+
+@dataclass
+class _Candidate:
+    """A detection inside ``filter_detections``: its mask, pixel box (r0, r1, c0, c1) and mask area."""
+
+    det: Detection
+    mask: np.ndarray
+    box: tuple[int, int, int, int]
+    area: int
+
+    @property
+    def box_area(self) -> int:
+        return (self.box[1] - self.box[0]) * (self.box[3] - self.box[2])
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return ((self.box[2] + self.box[3]) / 2.0, (self.box[0] + self.box[1]) / 2.0)
 
 
 @dataclass
@@ -366,27 +495,49 @@ class ObjectMap:
 
     # ---------------------------------------------------------------- detections -> clouds
     def filter_detections(self, detections: list[Detection], image_shape: tuple[int, int]) -> list[Detection]:
-        """ConceptGraphs' ``filter_detections`` / ``filter_gobs``: size, confidence, duplicates."""
+        """ConceptGraphs' ``filter_detections`` then ``filter_gobs``, in the public code's order.
+
+        ``filter_detections``, most confident first: drop masks under ``min_mask_fraction`` of
+        the image and confidences under ``det_conf_threshold``; drop a detection whose mask IoU
+        with a kept one exceeds ``mask_iou_threshold``; of two whose box centres are closer than
+        ``det_proximity_px`` (20 px at ``det_proximity_width`` 1280 px, scaled to this image's
+        width) keep the one with the larger box (the kept one on ties). ``filter_gobs`` then
+        drops masks under ``min_mask_pixels`` (at least 10) and boxes over
+        ``max_bbox_area_ratio`` of the image. Boxes are the masks' pixel bounding boxes.
+        """
         c = self.config
         height, width = image_shape
-        min_area = max(c.min_mask_pixels, c.min_mask_fraction * height * width)
-        kept: list[tuple[Detection, tuple[int, int, int, int], int]] = []
-        for det in sorted(detections, key=lambda d: -d.confidence):
+        proximity = c.det_proximity_px * width / c.det_proximity_width
+        kept: list[_Candidate] = []
+        for det in sorted(detections, key=lambda d: -d.confidence):  # stable: ties keep the given order
             mask = np.asarray(det.mask, dtype=bool)
-            if mask.shape != (height, width) or det.confidence < c.det_conf_threshold:
+            if mask.shape != (height, width):
                 continue
             area = int(np.count_nonzero(mask))
-            if area < min_area:
+            if area == 0 or area < c.min_mask_fraction * height * width or det.confidence < c.det_conf_threshold:
                 continue
             rows, cols = np.nonzero(np.any(mask, axis=1))[0], np.nonzero(np.any(mask, axis=0))[0]
-            box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
-            if (box[1] - box[0]) * (box[3] - box[2]) > c.max_bbox_area_ratio * height * width:
+            current = _Candidate(det, mask, (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1), area)
+            keep = True
+            for other in list(kept):  # (the public code removes from the list it iterates, skipping one: we check all)
+                if _mask_iou(current.mask, current.box, current.area, other.mask, other.box, other.area) > c.mask_iou_threshold:
+                    keep = False
+                    break
+                if math.dist(current.centre, other.centre) < proximity:
+                    if current.box_area > other.box_area:
+                        kept.remove(other)
+                    else:
+                        keep = False
+                        break
+            if keep:
+                kept.append(current)
+        out = []
+        for candidate in kept:  # filter_gobs
+            if candidate.area < max(c.min_mask_pixels, 10) or candidate.box_area > c.max_bbox_area_ratio * height * width:
                 continue
-            if any(_mask_iou(mask, box, area, other.mask, other_box, other_area) > c.mask_iou_threshold for other, other_box, other_area in kept):
-                continue
-            det.mask = mask
-            kept.append((det, box, area))
-        return [det for det, _, _ in kept]
+            candidate.det.mask = candidate.mask
+            out.append(candidate.det)
+        return out
 
     def cloud_of(self, world: np.ndarray, agent_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Back-projected points of one mask -> denoised voxel cloud, or None if it fails a test."""
@@ -402,6 +553,11 @@ class ObjectMap:
         return keys, points, counts
 
     # ---------------------------------------------------------------- matching
+    def _same_voxel(self, keys: np.ndarray) -> np.ndarray | None:
+        """``keys`` when sharing a voxel implies being within the overlap radius, else None."""
+        c = self.config
+        return keys if c.voxel_size * math.sqrt(3.0) < c.overlap_radius else None
+
     def match(self, detections: list[ProcessedDetection]) -> list[int | None]:
         """For each detection the id of the object it merges into, or None (a new object)."""
         c = self.config
@@ -413,12 +569,12 @@ class ObjectMap:
         features = np.stack([self.objects[i].embedding for i in ids])
         matches: list[int | None] = []
         for det in detections:
-            visual = features @ det.embedding
+            visual = features @ det.embedding  # float32, as the paper's torch sums (1.2 is compared in float32 too)
             sim = (1.0 - c.phys_bias) * visual
             for column in np.nonzero(boxes_overlap(det.bbox_min, det.bbox_max, mins, maxs))[0]:
                 # spatial <= the fraction of points inside the object's grown box: skip hopeless queries
                 needed = (c.sim_threshold - sim[column]) / (1.0 + c.phys_bias) if c.phys_bias > -1.0 else np.inf
-                spatial = self.objects[ids[column]].overlap_fraction(det.points, c.overlap_radius, needed)
+                spatial = self.objects[ids[column]].overlap_fraction(det.points, c.overlap_radius, needed, keys=self._same_voxel(det.keys))
                 sim[column] += (1.0 + c.phys_bias) * spatial
             best = int(np.argmax(sim))
             matches.append(ids[best] if sim[best] > c.sim_threshold else None)
@@ -429,9 +585,9 @@ class ObjectMap:
         self.next_id += 1
         self.objects[object_id] = MapObject(
             object_id=object_id,
-            keys=det.keys,
-            points=det.points,
-            counts=det.counts,
+            voxel_keys=det.keys,
+            voxel_points=det.points,
+            voxel_counts=det.counts,
             embedding=det.embedding.astype(np.float32),
             num_detections=1,
             conf=float(det.conf),
@@ -448,9 +604,12 @@ class ObjectMap:
     def merge_detection(self, object_id: int, det: ProcessedDetection, stamp: float) -> None:
         """``merge_obj2_into_obj1`` for a detection (no DBSCAN, as in 3D-Mem's matching merge)."""
         obj = self.objects[object_id]
-        keys, points, counts, new_points = merge_voxels(obj.keys, obj.points, obj.counts, det.keys, det.points, det.counts)
-        obj.keys, obj.points, obj.counts = keys, points, counts
-        obj.note_new_points(new_points)
+        # voxels new to the compacted cloud go to the neighbour index (as merge_voxels' "new" ones)
+        known = obj.voxel_keys
+        where = np.minimum(np.searchsorted(known, det.keys), max(len(known) - 1, 0))
+        new = (known[where] != det.keys) if len(known) else np.ones(len(det.keys), dtype=bool)
+        obj.append_voxels(det.keys, det.points, det.counts)
+        obj.note_new_points(det.points[new])
         # voxel means stay inside the union of the two boxes: no pass over all points needed
         obj.bbox_min, obj.bbox_max = np.minimum(obj.bbox_min, det.bbox_min), np.maximum(obj.bbox_max, det.bbox_max)
         obj.embedding = _weighted_unit(obj.embedding, obj.num_detections, det.embedding, 1)
@@ -470,7 +629,7 @@ class ObjectMap:
         keeper, absorbed = self.objects[keeper_id], self.objects.pop(absorbed_id)
         keys, points, counts, _ = merge_voxels(keeper.keys, keeper.points, keeper.counts, absorbed.keys, absorbed.points, absorbed.counts)
         keep = largest_cluster(points, c.dbscan_eps, c.dbscan_min_points)
-        keeper.keys, keeper.points, keeper.counts = keys[keep], points[keep], counts[keep]
+        keeper.set_voxels(keys[keep], points[keep], counts[keep])
         keeper.forget_index()
         keeper.refresh_bbox()
         keeper.embedding = _weighted_unit(keeper.embedding, keeper.num_detections, absorbed.embedding, absorbed.num_detections)
@@ -557,7 +716,7 @@ class ObjectMap:
             keep = largest_cluster(obj.points, c.dbscan_eps, c.dbscan_min_points)
             if np.all(keep) or np.count_nonzero(keep) < 4:
                 continue
-            obj.keys, obj.points, obj.counts = obj.keys[keep], obj.points[keep], obj.counts[keep]
+            obj.set_voxels(obj.keys[keep], obj.points[keep], obj.counts[keep])
             obj.forget_index()
             obj.refresh_bbox()
             changed.add(object_id)
@@ -579,8 +738,13 @@ class ObjectMap:
     def merge_overlapping(self) -> dict[int, int]:
         """``merge_objects``: merge pairs whose overlap > thresh and feature cosine > thresh.
 
-        Only pairs with an object changed since the last pass are tested; the others were
-        tested before with the same clouds. Returns {absorbed id: keeper id}.
+        Pairs are taken by decreasing overlap (measured before any merge of the pass, as the
+        paper's overlap matrix); the cosine is read when the pair's turn comes. Only pairs with
+        an object changed since the last pass are tested; the others were tested before with
+        the same clouds. Overlaps are measured only where they can matter: a pair whose cosine
+        is at most the threshold can merge only after an earlier merge of the pass changed a
+        feature, so its overlap is measured only when some pair will merge. Returns
+        {absorbed id: keeper id}.
         """
         c = self.config
         ids = sorted(i for i, obj in self.objects.items() if not obj.held)
@@ -589,17 +753,32 @@ class ObjectMap:
             return {}
         mins = np.stack([self.objects[i].bbox_min for i in ids])
         maxs = np.stack([self.objects[i].bbox_max for i in ids])
-        pairs = []
+        pairs, deferred = [], []
         for a_index, a in enumerate(ids):
             overlapping = np.nonzero(boxes_overlap(mins[a_index], maxs[a_index], mins, maxs))[0]
             for b_index in overlapping:
                 b = ids[b_index]
                 if a == b or (a not in self.dirty_merge and b not in self.dirty_merge):
                     continue
-                # overlap[a, b]: the fraction of b's points near a's points
-                ratio = self.objects[a].overlap_fraction(self.objects[b].points, c.overlap_radius)
+                if float(self.objects[a].embedding @ self.objects[b].embedding) > c.merge_visual_sim_thresh:
+                    pairs.append((a, b))
+                else:
+                    deferred.append((a, b))
+
+        def above(candidates):
+            # overlap[a, b]: the fraction of b's points near a's points; the cheap bound settles
+            # (exactly) the pairs that cannot exceed the threshold
+            found = []
+            for a, b in candidates:
+                other = self.objects[b]
+                ratio = self.objects[a].overlap_fraction(other.points, c.overlap_radius, c.merge_overlap_thresh, coarse=True, keys=self._same_voxel(other.keys))
                 if ratio > c.merge_overlap_thresh:
-                    pairs.append((ratio, a, b))
+                    found.append((ratio, a, b))
+            return found
+
+        pairs = above(pairs)
+        if pairs:  # the first of them merges (nothing changed yet): later features may differ
+            pairs += above(deferred)
         self.dirty_merge.clear()
         merged: dict[int, int] = {}
         for ratio, a, b in sorted(pairs, key=lambda p: (-p[0], p[1], p[2])):
@@ -615,6 +794,107 @@ class ObjectMap:
 
     def nbytes(self) -> int:
         return sum(obj.nbytes() for obj in self.objects.values())
+
+    # ---------------------------------------------------------------- checkpoints
+    def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """JSON-able fields and arrays (clouds concatenated in id order, ``sizes`` per object)."""
+        objects = [self.objects[i] for i in sorted(self.objects)]
+        arrays = {
+            "ids": np.array([o.object_id for o in objects], dtype=np.int64),
+            "sizes": np.array([len(o.keys) for o in objects], dtype=np.int64),
+            "keys": np.concatenate([o.keys for o in objects] or [np.zeros(0, np.int64)]).astype(np.int64),
+            "points": np.concatenate([o.points for o in objects] or [np.zeros((0, 3), np.float32)]).astype(np.float32),
+            "counts": np.concatenate([o.counts for o in objects] or [np.zeros(0, np.int32)]).astype(np.int32),
+            "embeddings": np.stack([o.embedding for o in objects]).astype(np.float32) if objects else np.zeros((0, 0), np.float32),
+            "boxes": np.array([np.concatenate([o.bbox_min, o.bbox_max]) for o in objects], dtype=np.float64).reshape(-1, 6),
+        }
+        state = {
+            "objects": [
+                {
+                    "num_detections": o.num_detections,
+                    "conf": o.conf,
+                    "class_votes": o.class_votes,
+                    "instance_votes": {str(k): v for k, v in o.instance_votes.items()},
+                    "kind_votes": o.kind_votes,
+                    "attribute_votes": o.attribute_votes,
+                    "first_seen": o.first_seen,
+                    "last_seen": o.last_seen,
+                    "held": o.held,
+                    "grasp_point": None if o.grasp_point is None else o.grasp_point.tolist(),
+                    "moved_at": o.moved_at,
+                }
+                for o in objects
+            ],
+            "next_id": self.next_id,
+            "dirty_denoise": sorted(self.dirty_denoise),
+            "dirty_merge": sorted(self.dirty_merge),
+        }
+        return state, arrays
+
+    @classmethod
+    def from_state(cls, config, state: dict, arrays: dict[str, np.ndarray], dim: int | None = None) -> ObjectMap:
+        """The map ``to_state`` described; ``ValueError`` on malformed or inconsistent data.
+
+        ``dim``: the feature size the encoder gives (checked when there are objects).
+        """
+        with refusing("object map"):
+            ids, sizes = array(arrays, "ids", "i", 1), array(arrays, "sizes", "i", 1)
+            keys, points, counts = array(arrays, "keys", "i", 1), array(arrays, "points", "f", 2, 3), array(arrays, "counts", "i", 1)
+            embeddings, boxes = array(arrays, "embeddings", "f", 2), array(arrays, "boxes", "f", 2, 6)
+            records = state["objects"]
+            if not isinstance(records, list) or not (len(ids) == len(sizes) == len(records) == len(embeddings) == len(boxes)):
+                raise ValueError("object arrays and object records disagree in length")
+            if len(set(ids.tolist())) != len(ids):
+                raise ValueError("object ids repeat")
+            if np.any(sizes <= 0) or int(sizes.sum()) != len(points) or len(keys) != len(points) or len(counts) != len(points):
+                raise ValueError("object point arrays disagree in length (or an object has no points)")
+            if np.any(counts <= 0):
+                raise ValueError("voxel counts must be positive")
+            if dim is not None and len(ids) and embeddings.shape[1] != dim:
+                raise ValueError(f"object features have {embeddings.shape[1]} dimensions, the encoder gives {dim}")
+            if np.any(boxes[:, :3] > boxes[:, 3:]):
+                raise ValueError("an object box has min > max")
+            starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+            step = np.diff(keys) > 0
+            step[starts[1:-1] - 1] = True  # a new object may start anywhere
+            if not np.all(step):
+                raise ValueError("voxel keys are not strictly increasing within an object")
+            objects = cls(config)
+            for n, meta in enumerate(records):
+                rows = slice(int(starts[n]), int(starts[n + 1]))
+                object_id = int(ids[n])
+                objects.objects[object_id] = MapObject(
+                    object_id=object_id,
+                    voxel_keys=keys[rows].astype(np.int64),
+                    voxel_points=points[rows].astype(np.float32),
+                    voxel_counts=counts[rows].astype(np.int32),
+                    embedding=embeddings[n].astype(np.float32),
+                    num_detections=integer(meta["num_detections"]),
+                    conf=number(meta["conf"]),
+                    class_votes=votes(meta["class_votes"]),
+                    instance_votes=votes(meta["instance_votes"], int),
+                    first_seen=number(meta["first_seen"]),
+                    last_seen=number(meta["last_seen"]),
+                    bbox_min=boxes[n, :3].astype(np.float64),
+                    bbox_max=boxes[n, 3:].astype(np.float64),
+                    kind_votes=votes(meta["kind_votes"]),
+                    attribute_votes={str(k): votes(v) for k, v in meta["attribute_votes"].items()},
+                    held=flag(meta["held"]),
+                    grasp_point=None if meta["grasp_point"] is None else vector(meta["grasp_point"], 3),
+                    moved_at=None if meta["moved_at"] is None else number(meta["moved_at"]),
+                )
+                if objects.objects[object_id].num_detections < 1 or not objects.objects[object_id].class_votes:
+                    raise ValueError(f"object {object_id} has no detections")
+            if sum(o.held for o in objects.objects.values()) > 1:
+                raise ValueError("more than one object is held")
+            objects.next_id = integer(state["next_id"])
+            if objects.objects and objects.next_id <= max(objects.objects):
+                raise ValueError("next object id is not above every object id")
+            objects.dirty_denoise = set(integers(state["dirty_denoise"]))
+            objects.dirty_merge = set(integers(state["dirty_merge"]))
+            if not (objects.dirty_denoise | objects.dirty_merge) <= set(objects.objects):
+                raise ValueError("dirty object ids name no object")
+            return objects
 
 
 def _weighted_unit(a: np.ndarray, weight_a: int, b: np.ndarray, weight_b: int) -> np.ndarray:

@@ -30,7 +30,6 @@ from embodied_mem.memory.snapshots3d.clustering import (
     pose_bin,
 )
 from embodied_mem.memory.snapshots3d.frontiers import (
-    Frontier,
     FrontierMap,
     OccupancyMap,
     ViewPoints,
@@ -38,6 +37,7 @@ from embodied_mem.memory.snapshots3d.frontiers import (
 from embodied_mem.memory.snapshots3d.goals import (
     observe_point_group,
     observe_point_single,
+    stand_cells,
     standable,
 )
 from embodied_mem.memory.snapshots3d.objects import (
@@ -47,6 +47,7 @@ from embodied_mem.memory.snapshots3d.objects import (
     ProcessedDetection,
     observation_detections,
 )
+from embodied_mem.memory.snapshots3d.state import integer, integers, prefixed, unprefixed
 from embodied_mem.registry import register
 from embodied_mem.types import Event, FloorPlan, Hit, MemoryStats, Observation, Pose, Query, Recall
 
@@ -60,6 +61,8 @@ class Snapshots3DConfig:
     encoder: str = "minilm"  # text encoder for the feature stand-in: minilm | gt_hash
     # detections (ConceptGraphs' filters, on the perception's masks and scores)
     det_conf_threshold: float = 0.4
+    det_proximity_px: float = 20.0  # of two detections with box centres this close, keep the larger box...
+    det_proximity_width: int = 1280  # ...in pixels of an image this wide (scaled to the frame's width)
     min_mask_fraction: float = 0.001  # of H * W
     min_mask_pixels: int = 25
     max_bbox_area_ratio: float = 0.5
@@ -89,8 +92,8 @@ class Snapshots3DConfig:
     obstacle_max_height: float = 1.8
     max_integrate_depth: float = 3.0
     explored_depth: float = 1.7
-    margin_h_ratio: float = 0.6
-    margin_w_ratio: float = 0.25
+    margin_h_ratio: float = 0.0  # explored window: the paper's config says 0.6 / 0.25, its integrate never reads them
+    margin_w_ratio: float = 0.0
     surrounding_explored_radius: float = 0.7
     robot_radius: float = 0.2
     frontier_area_min: int = 8
@@ -100,6 +103,7 @@ class Snapshots3DConfig:
     min_frontier_area: int = 20
     max_frontier_angle_deg: float = 150.0
     region_equal_threshold: float = 0.95
+    track_frontiers: bool = False  # frontiers cost ~10 % of ingest and no recall reads them: off unless asked for
     frontier_interval: int = 3  # frontiers every 3rd processed frame: the paper updates them once per step of 3 views
     # retrieval
     top_k_categories: int = 10
@@ -117,9 +121,13 @@ class Snapshots3DConfig:
             value = getattr(self, f.name)
             if f.name in ("phys_bias",) or isinstance(value, str):
                 continue
+            if f.type in (bool, "bool"):
+                if not isinstance(value, bool):
+                    raise ValueError(f"Snapshots3DConfig.{f.name} must be true or false, got {value!r}")
+                continue
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"Snapshots3DConfig.{f.name} must be a non-negative number, got {value!r}")
-        for name in ("voxel_size", "grid_resolution", "cleanup_interval", "frame_cell", "frame_heading_deg", "frontier_interval", "top_k_categories", "max_points"):
+        for name in ("voxel_size", "grid_resolution", "cleanup_interval", "frame_cell", "frame_heading_deg", "frontier_interval", "top_k_categories", "max_points", "det_proximity_width"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"Snapshots3DConfig.{name} must be positive, got {getattr(self, name)!r}")
         if not -1.0 <= self.phys_bias <= 1.0:
@@ -141,6 +149,7 @@ class Snapshots3D:
         self.detector: DetectionFn = detector or observation_detections
         self._lock = ReadWriteLock()
         self._embed_lock = threading.Lock()
+        self._texts = TextVectors(self._embed)  # a cache of embeddings by string: kept over reset / load
         self.reset()
 
     # ------------------------------------------------------------------ protocol
@@ -156,7 +165,7 @@ class Snapshots3D:
             self.frontiers = FrontierMap()
             self.processed = 0  # frames with usable depth (the cleanup clock)
             self.pending: set[int] = set()  # objects to re-cluster at the next update (merged, denoised)
-            self._stand: tuple[int, np.ndarray] | None = None
+            self._stand: tuple[int, np.ndarray, np.ndarray] | None = None
 
     @property
     def diary(self) -> ActionDiary:
@@ -207,6 +216,7 @@ class Snapshots3D:
                 + self.memory.nbytes()
                 + self.grid.nbytes()
                 + self.frontiers.nbytes()
+                + self._texts.nbytes(self._live_texts())
                 + 200 * (len(self._diary.entries) + len(self._diary.stays))
             )
             return MemoryStats(items=len(self.memory.snapshots), bytes=int(total), frames_seen=self.gate.frames_seen)
@@ -270,6 +280,27 @@ class Snapshots3D:
         with self._embed_lock:
             return np.asarray(self.encoder.encode(texts), dtype=np.float32)
 
+    def _live_texts(self) -> set[str]:
+        """The strings recall may compare with a query now: class names and descriptions."""
+        texts = set()
+        for obj in self.map.objects.values():
+            texts.add(obj.class_name.replace("_", " "))
+            texts.add(self.description(obj))
+        return texts
+
+    def _index_texts(self, object_ids) -> None:
+        """Embed the class names and descriptions recall will compare with a query as they
+        appear (ingest time), so a recall encodes only its own text."""
+        objects = self.map.objects
+        texts = []
+        for object_id in object_ids:
+            obj = objects.get(object_id)
+            if obj is not None:
+                texts += [obj.class_name.replace("_", " "), self.description(obj)]
+        self._texts.add(texts)
+        if len(self._texts.vectors) > 2 * len(objects) + 64:  # labels and attributes drifted: forget stale strings
+            self._texts.keep(self._live_texts())
+
     def _integrate(self, obs: Observation, view: ViewPoints, detections: list[ProcessedDetection], moved: set[int] = frozenset()) -> None:
         """One step of ``update_scene_graph`` + cleanup + TSDF + ``update_snapshots`` + frontiers.
 
@@ -293,6 +324,7 @@ class Snapshots3D:
         self.processed += 1
         if self.processed % c.cleanup_interval == 0:
             self._cleanup(agent_xy)
+        self._index_texts(set(seen) | self.pending)
         self.grid.integrate(view, agent_xy, c)
         objects = self.map.objects
         near = {i for i, o in objects.items() if np.linalg.norm(o.center[:2] - agent_xy) < c.obj_include_dist + c.snapshot_update_margin}
@@ -300,7 +332,7 @@ class Snapshots3D:
         self.pending = set()
         self.memory.update(update, {i: o.center for i, o in objects.items()}, {i: o.num_detections for i, o in objects.items()})
         self.memory.prune()
-        if (self.processed - 1) % c.frontier_interval == 0:
+        if c.track_frontiers and (self.processed - 1) % c.frontier_interval == 0:
             self.frontiers.update(self.grid, agent_xy, obs.frame_id, obs.stamp, c)
 
     def _cleanup(self, agent_xy: np.ndarray) -> None:
@@ -437,14 +469,22 @@ class Snapshots3D:
 
     # ------------------------------------------------------------------ goals
     def _standable(self) -> np.ndarray:
-        if self._stand is None or self._stand[0] != self.grid.version:
-            self._stand = (self.grid.version, standable(self.grid, self.config.goal_clearance))
-        return self._stand[1]
+        return self._stand_cache()[1]
+
+    def _stand_cache(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """(grid version, standable cells mask, their centres), rebuilt when the grid changed."""
+        cached = self._stand
+        if cached is None or cached[0] != self.grid.version:
+            stand = standable(self.grid, self.config.goal_clearance)
+            cached = (self.grid.version, stand, stand_cells(stand))
+            self._stand = cached  # (one assignment: concurrent readers see the old or the new)
+        return cached
 
     def _single_goal(self, target_xy: np.ndarray, toward_xy: np.ndarray) -> np.ndarray | None:
         if self.grid.evidence.size == 0:
             return None
-        return observe_point_single(self.grid, self._standable(), target_xy, toward_xy, self.config.final_observe_distance)
+        _, stand, cells = self._stand_cache()
+        return observe_point_single(self.grid, stand, target_xy, toward_xy, self.config.final_observe_distance, cells)
 
     def _snapshot_goal(self, snapshot: Snapshot, frame: Frame, toward_xy: np.ndarray) -> np.ndarray | None:
         """``set_next_navigation_point`` for a snapshot: where to stand to see its objects."""
@@ -455,7 +495,8 @@ class Snapshots3D:
             return None
         if len(centres) == 1:
             return self._single_goal(centres[0], toward_xy)
-        return observe_point_group(self.grid, self._standable(), np.array(centres), frame.obs_point, self.config.final_observe_distance)
+        _, stand, cells = self._stand_cache()
+        return observe_point_group(self.grid, stand, np.array(centres), frame.obs_point, self.config.final_observe_distance, cells)
 
     @staticmethod
     def _facing(xy: np.ndarray, target: np.ndarray) -> Pose:
@@ -472,9 +513,11 @@ class Snapshots3D:
         """
         if not classes:
             return []
+        return self._prefilter(self._embed([text])[0], classes)
+
+    def _prefilter(self, vector: np.ndarray, classes: set[str]) -> list[str]:
         names = sorted(classes)
-        vectors = self._embed([text] + [n.replace("_", " ") for n in names])
-        scores = vectors[1:] @ vectors[0]
+        scores = self._texts.matrix([n.replace("_", " ") for n in names]) @ vector
         order = sorted(range(len(names)), key=lambda i: (-scores[i], names[i]))
         return [names[i] for i in order if scores[i] >= self.config.prefilter_threshold][: self.config.top_k_categories]
 
@@ -485,15 +528,18 @@ class Snapshots3D:
             start, end = query.time_range
             snapshots = [s for s in snapshots if start <= self.memory.frames[s.frame_id].stamp <= end]
         classes = {s.frame_id: sorted({objects[o].class_name for o in s.cluster if o in objects}) for s in snapshots}
-        selected = set(self.prefilter(query.text, {c for names in classes.values() for c in names}))
+        seen = {c for names in classes.values() for c in names}
+        if not seen:
+            return []
+        vector = self._embed([query.text])[0]  # the one encoder call of a recall
+        selected = set(self._prefilter(vector, seen))
         kept = [s for s in snapshots if selected.intersection(classes[s.frame_id])]
         if not kept:
             return []
-        vector = self._embed([query.text])[0]
         ranked = []
         for snapshot in kept:
             members = [objects[o] for o in snapshot.cluster if o in objects and objects[o].class_name in selected]
-            scores = self._embed([self.description(o) for o in members]) @ vector
+            scores = self._texts.matrix([self.description(o) for o in members]) @ vector
             best = int(np.argmax(scores))
             ranked.append((float(scores[best]), snapshot, members[best]))
         # ties (the same description in several snapshots, e.g. where a moved object was and is):
@@ -554,71 +600,26 @@ class Snapshots3D:
                 ax.arrow(px, py, 0.5 * frontier.orientation[0], 0.5 * frontier.orientation[1], width=0.03, color=colour, zorder=6)
 
     # ------------------------------------------------------------------ checkpoints
+    COMPONENTS = ("object_map", "snapshots", "grid", "frontiers")  # state keys and array-name prefixes
+
     def save(self, directory) -> None:
+        """One checkpoint composed of each component's own ``to_state`` (arrays prefixed per component)."""
         with self._lock.reading():
-            objects = [self.map.objects[i] for i in sorted(self.map.objects)]
-            sizes = [len(o.points) for o in objects]
-            frontiers = self.frontiers.frontiers
-            dim = self.encoder.dim
-            arrays = {
-                "object_ids": np.array([o.object_id for o in objects], dtype=np.int64),
-                "object_sizes": np.array(sizes, dtype=np.int64),
-                "object_keys": np.concatenate([o.keys for o in objects] or [np.zeros(0, np.int64)]),
-                "object_points": np.concatenate([o.points for o in objects] or [np.zeros((0, 3), np.float32)]),
-                "object_counts": np.concatenate([o.counts for o in objects] or [np.zeros(0, np.int32)]),
-                "object_embeddings": np.stack([o.embedding for o in objects]) if objects else np.zeros((0, dim), np.float32),
-                "object_boxes": np.array([np.concatenate([o.bbox_min, o.bbox_max]) for o in objects], dtype=np.float64).reshape(-1, 6),
-                "grid_evidence": self.grid.evidence,
-                "grid_known": self.grid.known,
-                "grid_explored": self.grid.explored,
-                "grid_origin": self.grid.origin,
-                "frontier_sizes": np.array([len(f.cells) for f in frontiers], dtype=np.int64),
-                "frontier_cells": np.concatenate([f.cells for f in frontiers] or [np.zeros((0, 2), np.int64)]).astype(np.int64),
-            }
-            memory = self.memory
             state = {
                 "config": asdict(self.config),
                 "gate": self.gate.to_dict(),
                 "diary": self._diary.to_dict(),
-                "objects": [
-                    {
-                        "num_detections": o.num_detections,
-                        "conf": o.conf,
-                        "class_votes": o.class_votes,
-                        "instance_votes": {str(k): v for k, v in o.instance_votes.items()},
-                        "kind_votes": o.kind_votes,
-                        "attribute_votes": o.attribute_votes,
-                        "first_seen": o.first_seen,
-                        "last_seen": o.last_seen,
-                        "held": o.held,
-                        "grasp_point": None if o.grasp_point is None else o.grasp_point.tolist(),
-                        "moved_at": o.moved_at,
-                    }
-                    for o in objects
-                ],
-                "next_object_id": self.map.next_id,
-                "dirty_denoise": sorted(self.map.dirty_denoise),
-                "dirty_merge": sorted(self.map.dirty_merge),
-                "frames": [
-                    {"frame_id": f.frame_id, "stamp": f.stamp, "pose": f.pose.to_dict(), "objects": {str(k): v for k, v in f.objects.items()}, "bin": list(f.bin), "order": f.order}
-                    for f in memory.frames.values()
-                ],
-                "snapshots": [{"frame_id": s.frame_id, "cluster": list(s.cluster)} for s in memory.snapshots.values()],
-                "bins": [[list(k), v] for k, v in memory.bins.items()],
-                "superseded": sorted(memory.superseded),
-                "frame_order": memory._order,
-                "frontiers": [
-                    {"id": f.frontier_id, "position": f.position.tolist(), "orientation": f.orientation.tolist(), "frame_id": f.frame_id, "pose": f.pose.to_dict(), "stamp": f.stamp}
-                    for f in frontiers
-                ],
-                "next_frontier_id": self.frontiers.next_id,
-                "grid_version": self.grid.version,
                 "processed": self.processed,
                 "pending": sorted(self.pending),
             }
+            arrays: dict[str, np.ndarray] = {}
+            for name, component in zip(self.COMPONENTS, (self.map, self.memory, self.grid, self.frontiers)):
+                state[name], part = component.to_state()
+                arrays.update(prefixed(name, part))
         save_manifest(directory, self.name, state, arrays)
 
     def load(self, directory) -> None:
+        """Restore a checkpoint; ``ValueError`` (and the memory unchanged) if anything is wrong."""
         state, arrays = load_manifest(Path(directory), self.name)
         try:
             parsed = self._parse(state, arrays)
@@ -627,6 +628,7 @@ class Snapshots3D:
         with self._lock.writing():  # swap in only once everything parsed
             (self.gate, self._diary, self.map, self.memory, self.grid, self.frontiers, self.processed, self.pending) = parsed
             self._stand = None
+            self._index_texts(list(self.map.objects))
 
     def _parse(self, state: dict, arrays: dict[str, np.ndarray]):
         config = Snapshots3DConfig(**state["config"])
@@ -636,94 +638,45 @@ class Snapshots3D:
         gate.load_dict(state["gate"])
         diary = ActionDiary()
         diary.load_dict(state["diary"])
-        object_map = ObjectMap(self.config)
-        ids, sizes = arrays["object_ids"], arrays["object_sizes"]
-        boxes = arrays["object_boxes"]
-        if not (len(ids) == len(sizes) == len(state["objects"]) == len(arrays["object_embeddings"]) == len(boxes)):
-            raise ValueError("object arrays and object records disagree in length")
-        if int(sizes.sum()) != len(arrays["object_points"]) or len(arrays["object_keys"]) != len(arrays["object_points"]) or len(arrays["object_counts"]) != len(arrays["object_points"]):
-            raise ValueError("object point arrays disagree in length")
-        starts = np.concatenate([[0], np.cumsum(sizes)])
-        for n, meta in enumerate(state["objects"]):
-            rows = slice(int(starts[n]), int(starts[n + 1]))
-            if starts[n + 1] == starts[n]:
-                raise ValueError(f"object {int(ids[n])} has no points")
-            object_map.objects[int(ids[n])] = MapObject(
-                object_id=int(ids[n]),
-                keys=arrays["object_keys"][rows].astype(np.int64),
-                points=arrays["object_points"][rows].astype(np.float32),
-                counts=arrays["object_counts"][rows].astype(np.int32),
-                embedding=arrays["object_embeddings"][n].astype(np.float32),
-                num_detections=int(meta["num_detections"]),
-                conf=float(meta["conf"]),
-                class_votes={str(k): int(v) for k, v in meta["class_votes"].items()},
-                instance_votes={int(k): int(v) for k, v in meta["instance_votes"].items()},
-                first_seen=float(meta["first_seen"]),
-                last_seen=float(meta["last_seen"]),
-                bbox_min=boxes[n, :3].copy(),
-                bbox_max=boxes[n, 3:].copy(),
-                kind_votes={str(k): int(v) for k, v in meta["kind_votes"].items()},
-                attribute_votes={str(k): {str(a): int(b) for a, b in v.items()} for k, v in meta["attribute_votes"].items()},
-                held=_flag(meta["held"]),
-                grasp_point=None if meta["grasp_point"] is None else _xyz(meta["grasp_point"]),
-                moved_at=None if meta["moved_at"] is None else float(meta["moved_at"]),
-            )
-        if sum(o.held for o in object_map.objects.values()) > 1:
-            raise ValueError("more than one object is held")
-        object_map.next_id = int(state["next_object_id"])
-        object_map.dirty_denoise = {int(i) for i in state["dirty_denoise"]}
-        object_map.dirty_merge = {int(i) for i in state["dirty_merge"]}
-        memory = SnapshotMemory(self.config.min_detection)
-        for f in state["frames"]:
-            frame = Frame(int(f["frame_id"]), float(f["stamp"]), Pose.from_dict(f["pose"]), {int(k): float(v) for k, v in f["objects"].items()}, tuple(int(b) for b in f["bin"]), int(f["order"]))
-            if any(o not in object_map.objects for o in frame.objects):
-                raise ValueError(f"frame {frame.frame_id} refers to an unknown object")
-            memory.frames[frame.frame_id] = frame
-            for object_id in frame.objects:
-                memory.object_frames.setdefault(object_id, set()).add(frame.frame_id)
-        for s in state["snapshots"]:
-            snapshot = Snapshot(int(s["frame_id"]), [int(o) for o in s["cluster"]])
-            if snapshot.frame_id not in memory.frames or not set(snapshot.cluster) <= set(memory.frames[snapshot.frame_id].objects):
-                raise ValueError(f"snapshot {snapshot.frame_id} does not match its frame")
-            memory.snapshots[snapshot.frame_id] = snapshot
-        memory.bins = {tuple(int(v) for v in key): int(frame_id) for key, frame_id in state["bins"]}
-        memory.superseded = {int(i) for i in state["superseded"]}
-        memory._order = int(state["frame_order"])
-        grid = OccupancyMap(self.config.grid_resolution)
-        evidence, known, explored = arrays["grid_evidence"], arrays["grid_known"], arrays["grid_explored"]
-        if evidence.ndim != 2 or known.shape != evidence.shape or explored.shape != evidence.shape or arrays["grid_origin"].shape != (2,):
-            raise ValueError("occupancy grids disagree in shape")
-        grid.evidence, grid.known, grid.explored = evidence.astype(np.int8), known.astype(bool), explored.astype(bool)
-        grid.origin = arrays["grid_origin"].astype(np.int64)
-        grid.version = int(state["grid_version"])
-        frontier_map = FrontierMap()
-        frontier_sizes = arrays["frontier_sizes"]
-        if len(frontier_sizes) != len(state["frontiers"]) or int(frontier_sizes.sum()) != len(arrays["frontier_cells"]):
-            raise ValueError("frontier arrays and records disagree in length")
-        offsets = np.concatenate([[0], np.cumsum(frontier_sizes)])
-        for n, f in enumerate(state["frontiers"]):
-            frontier_map.frontiers.append(
-                Frontier(
-                    int(f["id"]), np.array(f["position"], dtype=np.float64), np.array(f["orientation"], dtype=np.float64),
-                    arrays["frontier_cells"][int(offsets[n]) : int(offsets[n + 1])].astype(np.int64), int(f["frame_id"]), Pose.from_dict(f["pose"]), float(f["stamp"]),
-                )
-            )
-        frontier_map.next_id = int(state["next_frontier_id"])
-        pending = {int(i) for i in state["pending"]}
-        return gate, diary, object_map, memory, grid, frontier_map, int(state["processed"]), pending
+        object_map = ObjectMap.from_state(self.config, state["object_map"], unprefixed("object_map", arrays), dim=self.encoder.dim)
+        memory = SnapshotMemory.from_state(state["snapshots"], unprefixed("snapshots", arrays), self.config.min_detection, set(object_map.objects))
+        grid = OccupancyMap.from_state(state["grid"], unprefixed("grid", arrays), self.config.grid_resolution)
+        frontier_map = FrontierMap.from_state(state["frontiers"], unprefixed("frontiers", arrays))
+        pending = set(integers(state["pending"]))
+        if not pending <= set(object_map.objects):
+            raise ValueError("objects to re-cluster name no object")
+        return gate, diary, object_map, memory, grid, frontier_map, integer(state["processed"]), pending
 
 
-def _flag(value) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true / false, got {value!r}")
-    return value
+class TextVectors:
+    """Unit embeddings of the strings recall compares with queries, by string.
 
+    ``add`` embeds the strings not seen before (one encoder call for all of them); ``matrix``
+    stacks the vectors of some strings (embedding any still missing). Strings are class names
+    and object descriptions: a few hundred distinct ones in a house, so the cache is not bounded.
+    """
 
-def _xyz(value) -> np.ndarray:
-    point = np.asarray(value, dtype=np.float64)
-    if point.shape != (3,) or not np.all(np.isfinite(point)):
-        raise ValueError(f"expected a finite (x, y, z), got {value!r}")
-    return point
+    def __init__(self, embed) -> None:
+        self._embed = embed
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def add(self, texts) -> None:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
+        if missing:
+            for text, vector in zip(missing, self._embed(missing)):
+                self.vectors[text] = vector
+
+    def matrix(self, texts: list[str]) -> np.ndarray:
+        self.add(texts)
+        vectors = self.vectors
+        return np.stack([vectors[t] for t in texts])
+
+    def keep(self, texts: set[str]) -> None:
+        self.vectors = {t: v for t, v in self.vectors.items() if t in texts}
+
+    def nbytes(self, texts: set[str]) -> int:
+        """Bytes of the vectors of ``texts`` (the ones in use; the rest is a bounded cache)."""
+        return sum(v.nbytes + 50 + len(t) for t, v in self.vectors.items() if t in texts)
 
 
 def _to_world(obs: Observation, world_T_camera: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
