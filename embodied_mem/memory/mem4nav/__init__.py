@@ -190,8 +190,13 @@ the text encoder's.
 What to expect (measured on the 2-core CPU box, gt_hash, 1 day)
 ---------------------------------------------------------------
 Default embedded episode (seed 0, 320x240, 824 frames): observe() 6-7 ms per frame (4 ms at
-160x120; R's one batched forward is most of it); recall 4-18 ms (the decode of the 32 LTM
-candidates dominates). Detector perception: 5.3 MB after the day, +1.8 % when it is replayed;
+160x120; R's one batched forward is most of it). Recall (the benchmark home replayed, MiniLM,
+2-core box under load, frame_bank interleaved query by query): at 100,000 observations p50 /
+p95 22 / 77 ms (frame_bank 48 / 82) with each instruction new to the text encoder, whose
+MiniLM pass (11-60 ms on that box) dominates both systems' language track; with the encoders'
+caches warm, 11 / 22 ms (frame_bank 36 / 98); the oracle track 2.8 / 22 ms cold (frame_bank
+46 / 69). What is left of Mem4Nav's own work: one R forward for a text query's token (~3-10
+ms), the first read after writes (decoding the stale keys), the catalog once per state. Detector perception: 5.3 MB after the day, +1.8 % when it is replayed;
 the graph has 92 nodes against 27 with gt ids, because confused labels and false positives
 move a frame's mean descriptor past ``node_threshold`` more often (so the LTM index doubles).
 gt perception: 3.3 MB, +2.3 % on replay. On 4 small one-day episodes (seeds 3, 5, 7, 11) the
