@@ -12,18 +12,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from scipy.spatial import cKDTree
 from embodied_mem.sim.embedded.env import EmbeddedEnv, EnvConfig
 from embodied_mem.sim.embedded.oracle import HistoryConfig, OracleRobot
 from embodied_mem.sim.embedded.perception import PerceptionConfig
 from embodied_mem.sim.embedded.world import WorldConfig, generate_world
 from embodied_mem.sim.tasks.success import entity_satisfied
+from scipy.spatial import cKDTree
 
 from embodied_mem.memory.base import visible_instances
 from embodied_mem.memory.snapshots3d import Snapshots3D, Snapshots3DConfig, clustering
 from embodied_mem.memory.snapshots3d import objects as objects_module
 from embodied_mem.memory.snapshots3d import system as system_module
-from embodied_mem.memory.snapshots3d.clustering import Snapshot, SnapshotMemory, pose_bin
+from embodied_mem.memory.snapshots3d.clustering import (
+    Snapshot,
+    SnapshotMemory,
+    pose_bin,
+)
 from embodied_mem.memory.snapshots3d.frontiers import (
     FrontierMap,
     OccupancyMap,
@@ -42,7 +46,16 @@ from embodied_mem.memory.snapshots3d.objects import (
     voxelize,
 )
 from embodied_mem.registry import build
-from embodied_mem.types import CameraInfo, Detection as Seen, Event, FloorPlan, Observation, Pose, Query, Region
+from embodied_mem.types import (
+    CameraInfo,
+    Event,
+    FloorPlan,
+    Observation,
+    Pose,
+    Query,
+    Region,
+)
+from embodied_mem.types import Detection as Seen
 
 CONFIG_FILE = Path(__file__).resolve().parents[2] / "configs" / "memory" / "snapshots3d.yaml"
 FIRST_PICKED = {"goals": [{"target": "object", "day": 0, "interacted": True, "select": {"by": "order", "index": 0}}], "ordered": False}
@@ -1086,7 +1099,11 @@ def test_angle_span_unwrapping_island_and_the_minimum_frontier_area():
 
 
 def test_single_object_goal_open_side_clearance_and_line_of_sight():
-    from embodied_mem.memory.snapshots3d.goals import first_k, line_of_sight, observe_point_single
+    from embodied_mem.memory.snapshots3d.goals import (
+        first_k,
+        line_of_sight,
+        observe_point_single,
+    )
 
     rng = np.random.default_rng(2)
     values = rng.integers(0, 20, 500).astype(float)
@@ -1226,3 +1243,31 @@ def test_merge_order_thresholds_feature_weights_and_mask_iou():
     y = exact.add(detection(cube + 0.002, np.eye(4)[0], conf=0.5), 1.0)
     exact.objects[y].embedding = np.array([0.75, math.sqrt(1 - 0.5625), 0.0, 0.0], np.float32)  # cosine exactly 0.75
     assert exact.merge_overlapping() == {} and set(exact.objects) == {x, y}  # not above the threshold
+
+
+def test_a_new_duplicate_merges_into_an_unchanged_object_and_chains_resolve():
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    cube = box_surface([0, 0, 0], [0.3, 0.3, 0.3])
+    old = objects.add(detection(cube, np.eye(4)[0], conf=0.9), 1.0)
+    assert objects.merge_overlapping() == {} and not objects.dirty_merge  # a pass: `old` is unchanged since
+    new = objects.add(detection(cube + 0.002, np.eye(4)[0], conf=0.5), 2.0)
+    assert objects.merge_overlapping() == {new: old}  # one changed object is enough to test the pair
+    # a chain in one pass: a -> b, then b -> c: every absorbed id names the final keeper
+    chain = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    a = chain.add(detection(cube, np.eye(4)[0], conf=0.5), 1.0)
+    b = chain.add(detection(cube + 0.002, np.eye(4)[0], conf=0.6), 1.0)
+    c = chain.add(detection(np.concatenate([cube + 0.001, box_surface([1, 0, 0], [1.1, 0.1, 0.1])]), np.eye(4)[0], conf=0.9), 1.0)
+    merged = chain.merge_overlapping()
+    assert merged == {a: c, b: c} and set(chain.objects) == {c}
+    # frames and snapshots follow a merge: the absorbed id becomes the keeper's
+    mem = SnapshotMemory()
+    mem.add_frame(5, 1.0, Pose.from_xy_yaw(0, 0, 0), {a: 0.5, b: 0.6}, (0, 0, 0))
+    mem.snapshots[5] = Snapshot(5, [a, b])
+    mem.remap_object(a, b)
+    assert mem.snapshots[5].cluster == [b] and mem.frames[5].objects == {b: 0.6}
+
+
+def test_a_leaf_splits_by_two_means_on_the_centres_not_by_order():
+    xy = np.array([[0.0, 0.0], [5.0, 0.0], [0.2, 0.1], [5.1, 0.2], [0.1, 0.3]])
+    parts = sorted(part.tolist() for part in clustering.split_in_two(xy))
+    assert parts == [[0, 2, 4], [1, 3]]

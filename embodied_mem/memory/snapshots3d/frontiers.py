@@ -38,7 +38,13 @@ import numpy as np
 from scipy import ndimage
 
 from embodied_mem.memory.snapshots3d.clustering import kmeans
-from embodied_mem.memory.snapshots3d.state import array, integer, number, refusing, vector
+from embodied_mem.memory.snapshots3d.state import (
+    array,
+    integer,
+    number,
+    refusing,
+    vector,
+)
 from embodied_mem.types import Pose
 
 EVIDENCE_HIT, EVIDENCE_PASS, EVIDENCE_LIMIT = 3, 1, 8

@@ -35,7 +35,16 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from embodied_mem.memory.base import describe
-from embodied_mem.memory.snapshots3d.state import array, flag, integer, integers, number, refusing, vector, votes
+from embodied_mem.memory.snapshots3d.state import (
+    array,
+    flag,
+    integer,
+    integers,
+    number,
+    refusing,
+    vector,
+    votes,
+)
 from embodied_mem.types import Observation
 
 _BITS = 21  # bits per axis of a packed voxel key: +-10 km at 1 cm

@@ -54,7 +54,7 @@ def array(arrays: dict[str, np.ndarray], name: str, kind: str, ndim: int, column
 
 def integer(value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"expected an integer, got {value!r}")
+        raise ValueError(f"expected an integer, got {value!r}")  # noqa: TRY004 (corrupt data is a ValueError)
     return int(value)
 
 
@@ -66,13 +66,13 @@ def number(value) -> float:
 
 def flag(value) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"expected true / false, got {value!r}")
+        raise ValueError(f"expected true / false, got {value!r}")  # noqa: TRY004
     return value
 
 
 def integers(values) -> list[int]:
     if not isinstance(values, list):
-        raise ValueError(f"expected a list of integers, got {values!r}")
+        raise ValueError(f"expected a list of integers, got {values!r}")  # noqa: TRY004
     return [integer(v) for v in values]
 
 
@@ -86,7 +86,7 @@ def vector(value, size: int) -> np.ndarray:
 def votes(value, key=str) -> dict:
     """A ``{label: count}`` dict of positive counts."""
     if not isinstance(value, dict):
-        raise ValueError(f"expected a dict of counts, got {value!r}")
+        raise ValueError(f"expected a dict of counts, got {value!r}")  # noqa: TRY004
     out = {key(k): integer(v) for k, v in value.items()}
     if any(v <= 0 for v in out.values()):
         raise ValueError(f"counts must be positive, got {value!r}")

@@ -47,9 +47,23 @@ from embodied_mem.memory.snapshots3d.objects import (
     ProcessedDetection,
     observation_detections,
 )
-from embodied_mem.memory.snapshots3d.state import integer, integers, prefixed, unprefixed
+from embodied_mem.memory.snapshots3d.state import (
+    integer,
+    integers,
+    prefixed,
+    unprefixed,
+)
 from embodied_mem.registry import register
-from embodied_mem.types import Event, FloorPlan, Hit, MemoryStats, Observation, Pose, Query, Recall
+from embodied_mem.types import (
+    Event,
+    FloorPlan,
+    Hit,
+    MemoryStats,
+    Observation,
+    Pose,
+    Query,
+    Recall,
+)
 
 NAME = "snapshots3d"
 
