@@ -783,6 +783,15 @@ def npz_round_trip(state: dict, arrays: dict[str, np.ndarray], tmp_path: Path) -
         return json.loads(json.dumps(state)), {k: loaded[k] for k in loaded.files}
 
 
+
+def assert_refused(component, state: dict, arrays: dict, changes) -> None:
+    """Each change to a copy of a saved state makes ``component.from_state`` raise ValueError."""
+    for change in changes:
+        bad_state, bad_arrays = json.loads(json.dumps(state)), dict(arrays)
+        change(bad_state, bad_arrays)
+        with pytest.raises(ValueError):
+            component.from_state(bad_state, bad_arrays)
+
 def test_octree_round_trip_and_refusals(observed, tmp_path):
     tree = observed.octree
     saved = tree.to_state()
@@ -793,18 +802,14 @@ def test_octree_round_trip_and_refusals(observed, tmp_path):
     point = next(iter(tree.leaves.values())).center
     assert [l.code for l in restored.radius_query(point, 1.0)[0]] == [l.code for l in tree.radius_query(point, 1.0)[0]]
     state, arrays = saved
-    for change in (
+    assert_refused(SparseOctree, state, arrays, (
         lambda s, a: a.update(codes=np.concatenate([a["codes"], a["codes"][:1]]), last_stamp=np.concatenate([a["last_stamp"], [0.0]])),
         lambda s, a: a.update(codes=np.where(np.arange(len(a["codes"])) == 0, 1 << 40, a["codes"])),
         lambda s, a: a.update(sight_leaf=a["sight_leaf"] + len(a["codes"])),
         lambda s, a: a.update(sight_view=a["sight_view"][:-1]),
         lambda s, a: a.update(sight_stamp=a["sight_stamp"] * np.nan),
         lambda s, a: s.update(depth=0),
-    ):
-        bad_state, bad_arrays = json.loads(json.dumps(state)), dict(arrays)
-        change(bad_state, bad_arrays)
-        with pytest.raises(ValueError):
-            SparseOctree.from_state(bad_state, bad_arrays)
+    ))
 
 
 def test_graph_round_trip_and_refusals(observed, tmp_path):
@@ -825,18 +830,14 @@ def test_graph_round_trip_and_refusals(observed, tmp_path):
     bare.update(np.ones(4, np.float32), np.zeros(3), 0.0, 0.1)
     assert SemanticGraph.from_state(*bare.to_state()).graph.nodes[0]["pose"] is None
     state, arrays = saved
-    for change in (
+    assert_refused(SemanticGraph, state, arrays, (
         lambda s, a: a.update(edge_target=a["edge_source"].copy()),
         lambda s, a: a.update(edge_weight=-a["edge_weight"]),
         lambda s, a: a.update(descriptors=a["descriptors"][:-1]),
         lambda s, a: a.update(count=a["count"] * 0),
         lambda s, a: s.update(current=len(a["positions"])),
         lambda s, a: a.update(pose=a["pose"] * 2.0),
-    ):
-        bad_state, bad_arrays = json.loads(json.dumps(state)), dict(arrays)
-        change(bad_state, bad_arrays)
-        with pytest.raises(ValueError):
-            SemanticGraph.from_state(bad_state, bad_arrays)
+    ))
 
 
 def test_stm_round_trip_and_refusals(observed, tmp_path):
@@ -849,17 +850,13 @@ def test_stm_round_trip_and_refusals(observed, tmp_path):
         args = (stm.vectors[slot], stm.p_rel[slot] + stm.anchor[slot] - here, 3.0, 5)
         assert [(m.key, m.cosine) for m in restored.retrieve(*args, anchor=here)] == [(m.key, m.cosine) for m in stm.retrieve(*args, anchor=here)]
     state, arrays = saved
-    for change in (
+    assert_refused(ShortTermMemory, state, arrays, (
         lambda s, a: a.update(key_value=np.zeros_like(a["key_value"])),  # a key twice
         lambda s, a: a.update(frequency=np.zeros_like(a["frequency"])),
         lambda s, a: a.update(anchor=a["anchor"][:, :2]),
         lambda s, a: s.update(key_kinds=[]),
         lambda s, a: s.update(capacity=stm.capacity + 1),
-    ):
-        bad_state, bad_arrays = json.loads(json.dumps(state)), dict(arrays)
-        change(bad_state, bad_arrays)
-        with pytest.raises(ValueError):
-            ShortTermMemory.from_state(bad_state, bad_arrays)
+    ))
 
 
 def test_ltm_round_trip_and_refusals(observed, tmp_path):
