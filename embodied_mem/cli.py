@@ -21,6 +21,7 @@ VERBS = {
     "compare": "evaluate several memories in both tracks on the same episodes; writes a comparison table and plot",
     "viz": "stream one episode into a memory and draw what it remembers over the floor plan",
     "bench": "benchmarks: simulator frames/s, ingest rate and recall latency at 1k/10k/100k observations",
+    "ask": 'ask a saved memory in words: embodied-mem ask <checkpoint> "where did I leave the red mug?" (writes ask.png)',
     "config": "print the composed config (with your overrides) and exit",
     "record": "live one embedded episode and write its observations to a rosbag2-compatible MCAP bag (ros extra)",
     "replay": "build any memory from a bag (recorded here or by the memory node on a robot) and save its checkpoint",
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from embodied_mem.nodes.replay import main as replay_main
 
         return replay_main(verb, rest)
+    if verb == "ask":
+        from embodied_mem.eval.ask import main as ask_main
+
+        return ask_main(rest)
     if verb == "nodes":
         from embodied_mem.nodes.graph import main as nodes_main
 
@@ -295,6 +300,8 @@ def cmd_viz(cfg) -> int:
     spec = run_spec(cfg, [memory], [str(cfg.track)])
     out = _output_dir(cfg, f"viz-{memory['name']}")
     path = visualize(spec, memory, out, save_checkpoint=bool(cfg.viz.checkpoint))
+    if cfg.viz.checkpoint:  # `embodied-mem ask` re-renders remembered frames from this
+        (out / "episode.json").write_text(json.dumps({"overrides": list(_OVERRIDES), "seed": spec.seed}))
     print(f"wrote {path}")
     return 0
 

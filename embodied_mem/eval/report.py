@@ -114,6 +114,7 @@ def table(summaries: list[dict]) -> str:
         ("high-level accuracy", lambda s: _percent(s["high_level_accuracy"])),
         ("  HL dtg / sem_cov", lambda s: f"{_percent(s.get('high_level_dtg'))} / {_percent(s.get('high_level_sem_cov'))}"),
         ("SPL", lambda s: f"{s['spl']:.3f}"),
+        ("parse accuracy", lambda s: _percent(s.get("parse_accuracy")) if s.get("parse_accuracy") is not None else "-"),
         ("ingest frames/s", lambda s: f"{s['ingest_fps']:.1f}"),
         ("recall p50 ms", lambda s: f"{s['recall_ms_p50']:.2f}"),
         ("recall p95 ms", lambda s: f"{s['recall_ms_p95']:.2f}"),
@@ -141,6 +142,8 @@ def markdown_table(summaries: list[dict]) -> str:
         lines.append("| high-level accuracy | " + " | ".join(_percent(s["high_level_accuracy"]) for s in runs) + " |")
         lines.append("| HL dtg / sem_cov | " + " | ".join(f"{_percent(s.get('high_level_dtg'))} / {_percent(s.get('high_level_sem_cov'))}" for s in runs) + " |")
         lines.append("| SPL | " + " | ".join(f"{s['spl']:.3f}" for s in runs) + " |")
+        if track == "language":  # understanding, apart from success: constraints equal to the task's
+            lines.append("| parse accuracy | " + " | ".join(_percent(s.get("parse_accuracy")) if s.get("parse_accuracy") is not None else "-" for s in runs) + " |")
         lines.append("| ingest (frames/s) | " + " | ".join(f"{s['ingest_fps']:.0f}" for s in runs) + " |")
         lines.append("| recall p50 / p95 (ms) | " + " | ".join(f"{s['recall_ms_p50']:.1f} / {s['recall_ms_p95']:.1f}" for s in runs) + " |")
         lines.append("| memory (MB) | " + " | ".join(f"{s['memory_bytes'] / 1e6:.2f}" for s in runs) + " |")

@@ -22,6 +22,7 @@ configured perception mode (``detector``, or ``gt`` as an upper bound), named on
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from embodied_mem.agent import Agent, AgentConfig
+from embodied_mem.reasoner import canonical
 from embodied_mem.registry import build
 from embodied_mem.sim.embedded.episode import EmbeddedEpisode, EmbeddedSimConfig
 from embodied_mem.sim.tasks.generator import Task, TaskConfig
@@ -74,6 +76,13 @@ class TaskResult:
     steps: int
     travelled_m: float
     shortest_m: float
+    # Why a task failed, and what the agent chose, so a failure can be read without re-running.
+    failure: str = ""  # "" on success; else e.g. "not understood: ...", "no answer", "stopped outside the goal"
+    parse_ok: bool | None = None  # language track: the reasoner's constraints equal the task's (None: not compared)
+    parsed: str = ""  # language track: the reasoner's constraints (JSON)
+    answer_frames: str = ""  # the history frame ids the memory named, one per goal ("12;408")
+    answer_poses: str = ""  # where the agent stopped, x,y,yaw per stop ("1.20,3.40,1.57;...")
+    evidence: str = ""  # the chosen hits' scores and memory evidence (JSON)
 
 
 @dataclass
@@ -162,8 +171,18 @@ def ingest(episode: EmbeddedEpisode, systems: dict, spec: RunSpec, index: int) -
 def run_task(episode: EmbeddedEpisode, system, agent: Agent, task: Task, track: str, index: int, seed: int, label: str) -> TaskResult:
     episode.reset_to_start()
     start = episode.final_pose
+    parse, parse_ok, parsed = None, None, ""
+    if track == "language" and agent.config.reasoner != "text":
+        parse = agent.understand(task.instruction, system)
+        parsed = json.dumps(parse.constraints, sort_keys=True) if parse.understood else ""
+        if task.constraints is not None:
+            parse_ok = parse.understood and canonical(parse.constraints) == canonical(task.constraints)
+        if not parse.understood:
+            return _failed(episode, task, track, index, seed, label, f"not understood: {parse.reason}", parse_ok)
+    elif track == "oracle" and task.constraints is None:
+        raise ValueError(f"task {task.task_id!r} has no constraints: it can run in the language track only")
     # The memory is asked from where the robot believes it is (its localisation may drift).
-    query = agent.make_query(task.instruction, task.constraints, track, getattr(episode, "believed_pose", start))
+    query = agent.make_query(task.instruction, task.constraints, track, getattr(episode, "believed_pose", start), parse)
     started = time.perf_counter()
     recall = system.recall(query)
     recall_ms = (time.perf_counter() - started) * 1000.0
@@ -197,6 +216,16 @@ def run_task(episode: EmbeddedEpisode, system, agent: Agent, task: Task, track: 
     else:
         success = bool(stops) and len(stops) == len(hits) and evaluate_stops(oracle, task.goals, task.ordered, stops)
     shortest = episode.shortest_path(start, task.goals, task.ordered)
+    if success:
+        failure = ""
+    elif not hits:
+        failure = "no answer: the memory returned no hit"
+    elif len(hits) != len(task.goals):
+        failure = f"answered {len(hits)} goal(s) of {len(task.goals)}"
+    elif len(stops) < len(hits):
+        failure = "step budget spent before the last goal" if steps >= LOW_LEVEL_MAX_STEPS else "no way to a chosen goal"
+    else:
+        failure = "stopped outside the goal" if single else "a stop outside its goal, or out of order"
     return TaskResult(
         episode=index,
         seed=seed,
@@ -218,6 +247,24 @@ def run_task(episode: EmbeddedEpisode, system, agent: Agent, task: Task, track: 
         steps=steps,
         travelled_m=travelled,
         shortest_m=shortest,
+        failure=failure,
+        parse_ok=parse_ok,
+        parsed=parsed,
+        answer_frames=";".join(str(h.frame_id) for h in hits),
+        answer_poses=";".join(f"{p.position[0]:.2f},{p.position[1]:.2f},{p.yaw:.2f}" for p in stops),
+        evidence=json.dumps([{"score": round(float(h.score), 4), **{k: v for k, v in h.evidence.items() if isinstance(v, (str, int, float, bool))}} for h in hits]),
+    )
+
+
+def _failed(episode, task: Task, track: str, index: int, seed: int, label: str, why: str, parse_ok: bool | None) -> TaskResult:
+    """A task that failed before the memory was asked (an instruction not understood)."""
+    return TaskResult(
+        episode=index, seed=seed, memory=label, track=track, task_id=task.task_id,
+        high_level_category=task.high_level_category, category=task.category, instruction=task.instruction,
+        goals=len(task.goals), perception=episode.perception, success=False, high_level_success=False,
+        high_level_dtg=False, high_level_sem_cov=False, spl=0.0, recall_ms=0.0, hits=0, steps=0,
+        travelled_m=0.0, shortest_m=episode.shortest_path(episode.final_pose, task.goals, task.ordered),
+        failure=why, parse_ok=parse_ok,
     )
 
 
@@ -226,7 +273,8 @@ def summarize(result: RunResult, spec: RunSpec, config: dict) -> dict:
     tasks = result.tasks
     frames = sum(r.frames for r in result.ingest)
     ingest_s = sum(r.ingest_s for r in result.ingest)
-    latencies = np.array([t.recall_ms for t in tasks]) if tasks else np.zeros(1)
+    asked = [t.recall_ms for t in tasks if not t.failure.startswith("not understood")]  # the memory was asked
+    latencies = np.array(asked) if asked else np.zeros(1)
 
     def rate(items: list[TaskResult], key: str = "success") -> float:
         return float(np.mean([getattr(t, key) for t in items])) if items else 0.0
@@ -249,6 +297,9 @@ def summarize(result: RunResult, spec: RunSpec, config: dict) -> dict:
         "by_high_level_category": {c: rate([t for t in tasks if t.high_level_category == c]) for c in high_levels},
         "high_level_by_category": {c: rate([t for t in tasks if t.category == c], "high_level_success") for c in categories},
         "spl": rate(tasks, "spl"),
+        # Language track: how often the reasoner's constraints equal the task's, apart from success.
+        "parse_accuracy": rate(parsed, "parse_ok") if (parsed := [t for t in tasks if t.parse_ok is not None]) else None,
+        "not_understood": sum(t.failure.startswith("not understood") for t in tasks),
         "ingest_fps": frames / ingest_s if ingest_s > 0 else 0.0,
         "recall_ms_p50": float(np.percentile(latencies, 50)),
         "recall_ms_p95": float(np.percentile(latencies, 95)),

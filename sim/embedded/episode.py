@@ -62,6 +62,10 @@ class EmbeddedEpisode:
     def tasks(self, config: TaskConfig) -> list[Task]:
         if self.final_pose is None:
             raise RuntimeError("stream the whole history before asking for tasks")
+        if config.file is not None:  # your own tasks, given as data
+            from embodied_mem.sim.tasks.taskfile import load_tasks
+
+            return load_tasks(config.file)
         task_config = TaskConfig(**{**vars(config), "seed": config.seed + self.seed})
         return generate_tasks(self.robot.history, self.env, self.final_pose, task_config)
 

@@ -753,6 +753,8 @@ class TaskConfig:
     earlier_day_probability: float = 0.4  # with several days, how often a task asks about an earlier one
     templates: list[str] | None = None  # None: every template
     seed: int = 0
+    day: int | None = None  # ask only about this history day (None: the last, or an earlier one at random)
+    file: str | None = None  # a JSON-lines file of your own tasks instead (sim/tasks/taskfile.py)
 
 
 # Why a draw of a template was rejected (``TaskList.skipped`` / ``TaskList.rejected``).
@@ -840,7 +842,11 @@ def generate_tasks(history: History, scene: TaskScene, final_pose: Pose, config:
         reason = None
         for _ in range(MAX_DRAWS):
             day = days[-1]
-            if len(days) > 1 and rng.random() < config.earlier_day_probability:
+            if config.day is not None:
+                if config.day not in days:
+                    raise ValueError(f"task.day={config.day} is not an uncapped day of this history (days: {days})")
+                day = config.day
+            elif len(days) > 1 and rng.random() < config.earlier_day_probability:
                 day = int(rng.choice(days[:-1]))
             draft = template.build(ctx, day)
             if draft is None or any(not (g.entity_ids or g.rooms) for g in draft.targets):
