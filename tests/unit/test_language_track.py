@@ -90,3 +90,23 @@ def test_one_template_on_one_day(two_days):
         assert tasks[0].constraints["goals"][0]["day"] == day
     with pytest.raises(ValueError, match="task.day=7"):
         generate_tasks(episode.robot.history, episode.env, episode.final_pose, TaskConfig(templates=["order_object_first"], day=7))
+
+
+def test_ask_answers_from_a_checkpoint_in_words(one_day, tmp_path):
+    from embodied_mem.eval.ask import ask
+    from embodied_mem.registry import build
+
+    memory = build("memory", {"name": "frame_bank", "encoder": "gt_hash"})
+    memory.set_floor_plan(one_day.episode.floor_plan())
+    for obs in one_day.observations:
+        memory.observe(obs)
+    memory.save(tmp_path / "ckpt")
+    entity = next(e for e in memory.catalog() if e.kind == "receptacle")
+    name = entity.category.replace("_", " ")
+    text, png = ask(tmp_path / "ckpt", f"where is the {name}?")
+    assert text.lower().startswith("the ") and name in text and "frame " in text and "last seen" in text
+    assert png.is_file() and png.stat().st_size > 10_000
+    text, _ = ask(tmp_path / "ckpt", "what is the meaning of life?")
+    assert "did not understand" in text
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        ask(tmp_path, "where is the table?")
