@@ -46,9 +46,10 @@ class Agent:
         self._offline = InstructionReasoner(ReasonerConfig(encoder=self.config.synonym_encoder))
         self._llm = None
 
-    def understand(self, instruction: str, system: Any, vocabulary: Any = None) -> Parse:
-        """The instruction as a structured query, from the memory's own vocabulary."""
-        lexicon = Lexicon.from_memory(system, vocabulary)
+    def understand(self, instruction: str, system: Any, vocabulary: Any = None, today: int | None = None) -> Parse:
+        """The instruction as a structured query, from the memory's own vocabulary; ``today``
+        is the day by the robot's clock ("yesterday" counts back from it)."""
+        lexicon = Lexicon.from_memory(system, vocabulary, today)
         if self.config.reasoner == "openai":
             if self._llm is None:
                 from embodied_mem.llm import LlmReasoner, client_from_env

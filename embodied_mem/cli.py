@@ -177,6 +177,8 @@ def run_spec(cfg, memories: list[dict], tracks: list[str]):
         tasks=task,
         agent=agent,
         progress=bool(cfg.eval.progress),
+        workers=int(cfg.eval.workers),
+        ray_address=cfg.eval.ray_address,
     )
 
 

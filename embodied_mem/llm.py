@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Protocol
 
-from embodied_mem.memory.resolve import validate_constraints
+from embodied_mem.constraints import validate_constraints
 from embodied_mem.reasoner import InstructionReasoner, Lexicon, Parse
 
 
@@ -102,7 +102,7 @@ def _vocabulary(lexicon: Lexicon) -> str:
         "receptacles": sorted(set(lexicon.receptacles.values())),
         "attributes": {key: sorted(v for v, k in lexicon.attributes.items() if k == key) for key in sorted(set(lexicon.attributes.values()))},
         "days": lexicon.days,
-        "yesterday_is_day": lexicon.days[-1] if lexicon.days else 0,
+        "yesterday_is_day": lexicon.last_day,
         "interactions_per_day": {str(d): len(v) for d, v in lexicon.interactions.items()},
     })
 

@@ -44,7 +44,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from embodied_mem.memory.resolve import validate_constraints
+from embodied_mem.constraints import validate_constraints
 
 # ---------------------------------------------------------------------- generic English
 NUMBER_WORDS = {
@@ -125,6 +125,11 @@ class Lexicon:
     rooms: dict[str, str] = field(default_factory=dict)
     days: list[int] = field(default_factory=list)
     interactions: dict[int, list[tuple]] = field(default_factory=dict)
+    today: int | None = None  # the robot's own clock ("yesterday" counts back from it); None: the last day remembered
+
+    @property
+    def last_day(self) -> int:
+        return self.today if self.today is not None else (self.days[-1] if self.days else 0)
 
     @staticmethod
     def build(objects: Iterable[str], receptacles: Iterable[str], attributes: dict[str, Iterable[str]] | None = None,
@@ -145,9 +150,10 @@ class Lexicon:
         return lex
 
     @staticmethod
-    def from_memory(system: Any, vocabulary: Any = None) -> "Lexicon":
+    def from_memory(system: Any, vocabulary: Any = None, today: int | None = None) -> "Lexicon":
         """The vocabulary of what ``system`` remembers (catalog, diary, floor plan), plus the
-        detector's class list (``vocabulary.objects`` / ``.receptacles``) when given."""
+        detector's class list (``vocabulary.objects`` / ``.receptacles``) when given. ``today``:
+        the day by the robot's own clock (not a memory: a robot knows the date)."""
         objects, receptacles, attributes = set(), set(), {}
         catalog = system.catalog() if hasattr(system, "catalog") else []
         for entity in catalog:
@@ -173,7 +179,9 @@ class Lexicon:
             objects |= set(vocabulary.objects)
             receptacles |= set(vocabulary.receptacles)
         receptacles -= objects  # a detector's kinds are disjoint; a confused track may not be
-        return Lexicon.build(sorted(objects), sorted(receptacles), {k: sorted(v) for k, v in attributes.items()}, rooms, days, interactions)
+        lexicon = Lexicon.build(sorted(objects), sorted(receptacles), {k: sorted(v) for k, v in attributes.items()}, rooms, days, interactions)
+        lexicon.today = None if today is None else int(today)
+        return lexicon
 
     def category_kind(self, surface: str) -> tuple[str, str] | None:
         if surface in self.objects:
@@ -334,7 +342,7 @@ class InstructionReasoner:
                 raise NotUnderstood("nothing says which " + target.kind + " is meant")
             goal["day"] = day if self._explicit_day(text) else None  # "a mug": any day
         elif goal["day"] is None:
-            goal["day"] = lex.days[-1] if lex.days else 0
+            goal["day"] = lex.last_day
         if select is not None and select.get("by") == "farthest" and goal.get("interacted") is None and "role" not in goal:
             goal["interacted"] = not negated
         return {"goals": [goal], "ordered": False}
@@ -451,7 +459,7 @@ class InstructionReasoner:
 
     # ------------------------------------------------------------------ pieces
     def _day(self, text: str, lex: Lexicon) -> int | None:
-        last = lex.days[-1] if lex.days else 0
+        last = lex.last_day
         back = None
         if re.search(r"\bday before yesterday\b", text):
             back = 2
@@ -463,6 +471,8 @@ class InstructionReasoner:
             return int(m.group(1)) - 1
         if back is None:
             return None
+        if back < 1 or last - (back - 1) < 0:
+            raise NotUnderstood(f"{back} day(s) back from day {last} is before the robot's first day")
         return last - (back - 1)
 
     @staticmethod
@@ -547,7 +557,7 @@ class InstructionReasoner:
         firsts = [m for m in mentions if m.kind in ("object", "receptacle", "room")]
         if not rooms or firsts[0].kind != "room":
             return None
-        day = day if day is not None else (lex.days[-1] if lex.days else 0)
+        day = day if day is not None else lex.last_day
         goal = {"target": "room", "day": day}
         objects = [m for m in mentions if m.kind == "object" and m.category is not None]
         if objects:
@@ -595,7 +605,7 @@ class InstructionReasoner:
                 role = "goal"
             else:
                 raise NotUnderstood("revisit receptacles: picked from or placed on?")
-        day = day if day is not None else (lex.days[-1] if lex.days else 0)
+        day = day if day is not None else lex.last_day
         interactions = lex.interactions.get(day, [])
         indices = list(range(len(interactions)))
         if re.search(r"\b(first|earliest) (and|&) (the )?(last|latest|final)\b", text):

@@ -52,6 +52,8 @@ class RunSpec:
     agent: AgentConfig = field(default_factory=AgentConfig)
     progress: bool = True
     size_every: int = 50  # frames between memory-size samples for the report
+    workers: int = 1  # episodes run in parallel on Ray when > 1
+    ray_address: str | None = None  # a Ray cluster's address; None: a local one
 
 
 @dataclass
@@ -115,30 +117,81 @@ def memory_label(config: dict) -> str:
 
 
 def run(spec: RunSpec, on_episode: Callable[[int], None] | None = None) -> dict[tuple[str, str], RunResult]:
-    """Evaluate every memory of ``spec`` on ``spec.episodes`` episodes in every track."""
+    """Evaluate every memory of ``spec`` on ``spec.episodes`` episodes in every track.
+
+    ``spec.workers`` > 1 runs the episodes in parallel on Ray (a local cluster, or
+    ``spec.ray_address``); each episode is seeded on its own, so the results are those of the
+    serial run (timings aside), gathered in episode order.
+    """
     labels = [memory_label(m) for m in spec.memories]
     if len(set(labels)) != len(labels):
         raise ValueError(f"each memory may appear once per run, got {labels}")
+    if spec.workers < 1:
+        raise ValueError(f"eval.workers must be at least 1, got {spec.workers}")
     results = {(label, track): RunResult(label, track) for label in labels for track in spec.tracks}
-    agent = Agent(spec.agent)
-    for index in range(spec.episodes):
-        seed = spec.seed + index
-        episode = EmbeddedEpisode(spec.sim, seed)
-        systems = {label: build("memory", dict(config)) for label, config in zip(labels, spec.memories)}
-        for system in systems.values():
-            deploy(system, episode)
-        ingests = ingest(episode, systems, spec, index)
-        tasks = episode.tasks(spec.tasks)
-        for label, system in systems.items():
-            for track in spec.tracks:
-                result = results[(label, track)]
-                result.ingest.append(ingests[label])
-                bar = tqdm(tasks, desc=f"{label} {track} tasks", unit="task", disable=not spec.progress, leave=False)
-                for task in bar:
-                    result.tasks.append(run_task(episode, system, agent, task, track, index, seed, label))
-        if on_episode is not None:
-            on_episode(index)
+    if spec.workers == 1 or spec.episodes == 1:
+        outcomes = []
+        for index in range(spec.episodes):
+            outcomes.append(run_episode(spec, index))
+            if on_episode is not None:
+                on_episode(index)
+    else:
+        outcomes = _run_on_ray(spec, on_episode)
+    for outcome in outcomes:
+        for key, (tasks, ingest_run) in outcome.items():
+            results[key].tasks.extend(tasks)
+            results[key].ingest.append(ingest_run)
     return results
+
+
+def run_episode(spec: RunSpec, index: int) -> dict[tuple[str, str], tuple[list[TaskResult], SystemRun]]:
+    """One episode: stream its history into fresh memories, then every task in every track."""
+    labels = [memory_label(m) for m in spec.memories]
+    agent = Agent(spec.agent)
+    seed = spec.seed + index
+    episode = EmbeddedEpisode(spec.sim, seed)
+    systems = {label: build("memory", dict(config)) for label, config in zip(labels, spec.memories)}
+    for system in systems.values():
+        deploy(system, episode)
+    ingests = ingest(episode, systems, spec, index)
+    tasks = episode.tasks(spec.tasks)
+    outcome = {}
+    for label, system in systems.items():
+        for track in spec.tracks:
+            bar = tqdm(tasks, desc=f"{label} {track} tasks", unit="task", disable=not spec.progress, leave=False)
+            outcome[(label, track)] = ([run_task(episode, system, agent, task, track, index, seed, label) for task in bar], ingests[label])
+    return outcome
+
+
+def _run_on_ray(spec: RunSpec, on_episode: Callable[[int], None] | None):
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("eval.workers > 1 runs episodes on Ray: pip install 'embodied-mem[ray]' (or ray)") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        if spec.ray_address:
+            ray.init(address=spec.ray_address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=spec.workers, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        remote = ray.remote(num_cpus=1)(run_episode)
+        quiet = RunSpec(**{**spec.__dict__, "progress": False})  # workers' bars would interleave
+        pending = {remote.remote(quiet, index): index for index in range(spec.episodes)}
+        done: dict[int, dict] = {}
+        bar = tqdm(total=spec.episodes, desc=f"episodes on {spec.workers} Ray workers", unit="episode", disable=not spec.progress)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(ready[0])
+            done[index] = ray.get(ready[0])
+            bar.update(1)
+            if on_episode is not None:
+                on_episode(index)
+        bar.close()
+        return [done[i] for i in range(spec.episodes)]
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def ingest(episode: EmbeddedEpisode, systems: dict, spec: RunSpec, index: int) -> dict[str, SystemRun]:
@@ -148,6 +201,7 @@ def ingest(episode: EmbeddedEpisode, systems: dict, spec: RunSpec, index: int) -
     for obs in bar:
         frames += 1
         episode.believed_pose = obs.pose  # where the robot thinks it is when the tasks start
+        episode.today = obs.day  # the robot's clock: the language track's "yesterday"
         for label, system in systems.items():
             started = time.perf_counter()
             system.observe(obs)
@@ -173,7 +227,7 @@ def run_task(episode: EmbeddedEpisode, system, agent: Agent, task: Task, track: 
     start = episode.final_pose
     parse, parse_ok, parsed = None, None, ""
     if track == "language" and agent.config.reasoner != "text":
-        parse = agent.understand(task.instruction, system)
+        parse = agent.understand(task.instruction, system, today=getattr(episode, "today", None))
         parsed = json.dumps(parse.constraints, sort_keys=True) if parse.understood else ""
         if task.constraints is not None:
             parse_ok = parse.understood and canonical(parse.constraints) == canonical(task.constraints)

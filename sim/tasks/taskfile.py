@@ -63,7 +63,7 @@ def load_tasks(path: str | Path) -> list[Task]:
             raise ValueError(f"{where}: 'goals' must be a non-empty list")
         constraints = data.get("constraints")
         if constraints is not None:
-            from embodied_mem.memory.resolve import validate_constraints
+            from embodied_mem.constraints import validate_constraints
 
             try:
                 if len(validate_constraints(constraints)) != len(goals):
