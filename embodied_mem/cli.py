@@ -35,6 +35,11 @@ Hydra overrides, e.g.:
   memory=<name>            memory system: {memories}
   track=oracle|language    oracle: the memory gets the structured task; language: text only
   sim=embedded|embedded_small   the default CPU simulator, full size or small and fast
+  sim=habitat habitat.episodes=<episodes.json.gz>   FindingDory's own episodes in habitat-sim
+                           (GPU machines with the conda set-up of docs/habitat.md)
+  task.file=tasks.jsonl    your own tasks (instruction, goals, optional constraints); task.day=N one day
+  eval.workers=N           episodes in parallel on Ray (eval.ray_address=... for a cluster)
+  eval.agent.reasoner=offline|openai|text   how the language track understands instructions
   perception=detector|gt   detector (default): per-frame masks, no ids, noise and drift;
                            gt: the simulator's ids and exact pose (an UPPER BOUND, named so)
   encoder=minilm|gt_hash   override every memory's text encoder (default: the memory's own)
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             print(OmegaConf.to_yaml(cfg))
             return 0
         return {"eval": cmd_eval, "compare": cmd_compare, "viz": cmd_viz}[verb](cfg)
-    except ValueError as error:  # bad config or bad input: one clear line, no traceback
+    except (ValueError, ImportError) as error:  # bad config, bad input, a missing simulator: a clear message, no traceback
         print(f"embodied-mem {verb}: error: {error}", file=sys.stderr)
         return 2
 
@@ -153,17 +158,16 @@ def run_spec(cfg, memories: list[dict], tracks: list[str]):
     for track in tracks:
         if track not in TRACKS:
             raise ValueError(f"track must be one of {TRACKS}, got {track!r}")
+    from embodied_mem.sim.episodes import embedded_config, habitat_config
+
     sim = OmegaConf.to_container(cfg.sim, resolve=True)
-    if sim.pop("name") != "embedded":
-        raise ValueError("only sim=embedded runs on this machine; the Habitat adapter needs habitat-sim (GPU machines)")
-    perception = make_config(PerceptionConfig, OmegaConf.to_container(cfg.perception, resolve=True), "perception")
-    world = make_config(WorldConfig, {**sim["world"], "room_size": tuple(sim["world"]["room_size"]), "receptacles_per_room": tuple(sim["world"]["receptacles_per_room"])}, "sim.world")
-    sim_config = EmbeddedSimConfig(
-        world=world,
-        env=make_config(EnvConfig, sim["env"], "sim.env"),
-        history=make_config(HistoryConfig, sim["history"], "sim.history"),
-        perception=perception,
-    )
+    perception = OmegaConf.to_container(cfg.perception, resolve=True)
+    if sim.get("name") == "habitat":  # FindingDory's own episodes (GPU machines; docs/habitat.md)
+        sim_config = habitat_config(sim, perception)
+    elif sim.get("name") == "embedded":
+        sim_config = embedded_config(sim, perception)
+    else:
+        raise ValueError(f"sim must be embedded or habitat, got {sim.get('name')!r}")
     task = make_config(TaskConfig, OmegaConf.to_container(cfg.task, resolve=True), "task")
     agent = make_config(AgentConfig, OmegaConf.to_container(cfg.eval.agent, resolve=True), "eval.agent")
     if int(cfg.eval.episodes) < 1:
@@ -267,12 +271,17 @@ def comparison_markdown(summaries, spec, cfg, where: dict, image: str) -> str:
     from embodied_mem.eval.report import markdown_table
 
     command = "embodied-mem compare " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "embodied-mem compare"
+    if hasattr(spec.sim, "history"):
+        simulator = "embedded simulator"
+        setting = (f"{spec.sim.history.days} day(s) of history, {spec.sim.history.rearrangements_per_day} rearrangements a day, "
+                   f"{spec.sim.env.width}x{spec.sim.env.height} images")
+    else:
+        simulator = "Habitat, FindingDory's episodes"
+        setting = f"FindingDory episodes from `{spec.sim.episodes}` (split {spec.sim.split}), Stretch head camera {spec.sim.camera.width}x{spec.sim.camera.height}"
     return (
-        "# Memory systems compared on FindingDory-style tasks (embedded simulator)\n\n"
+        f"# Memory systems compared on FindingDory-style tasks ({simulator})\n\n"
         f"Produced by `{command}` at commit `{where['commit']}` on {where['machine']}.\n"
-        f"{spec.episodes} episode(s), seeds {spec.seed}..{spec.seed + spec.episodes - 1}; "
-        f"{spec.sim.history.days} day(s) of history, {spec.sim.history.rearrangements_per_day} rearrangements a day, "
-        f"{spec.sim.env.width}x{spec.sim.env.height} images.\n\n"
+        f"{spec.episodes} episode(s), seeds {spec.seed}..{spec.seed + spec.episodes - 1}; {setting}.\n\n"
         "- **success**: FindingDory's low-level predicate (objects: geodesic <= 2 m to the snapped position, "
         "|angle| <= pi/4, visible >= 0.1 %; receptacles: <= 0.1 m to a viewpoint that sees it) where the oracle "
         "navigator stopped, within 1000 actions; single-goal tasks checked at every action.\n"

@@ -26,7 +26,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -35,6 +35,7 @@ from embodied_mem.agent import Agent, AgentConfig
 from embodied_mem.reasoner import canonical
 from embodied_mem.registry import build
 from embodied_mem.sim.embedded.episode import EmbeddedEpisode, EmbeddedSimConfig
+from embodied_mem.sim.episodes import make_episode
 from embodied_mem.sim.tasks.generator import Task, TaskConfig
 from embodied_mem.sim.tasks.success import DEFAULT, DTG, SEM_COV, evaluate_stops, goal_satisfied, spl
 
@@ -47,7 +48,7 @@ class RunSpec:
     tracks: list[str]
     episodes: int = 1
     seed: int = 0
-    sim: EmbeddedSimConfig = field(default_factory=EmbeddedSimConfig)
+    sim: Any = field(default_factory=EmbeddedSimConfig)  # EmbeddedSimConfig | HabitatSimConfig
     tasks: TaskConfig = field(default_factory=TaskConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     progress: bool = True
@@ -149,7 +150,7 @@ def run_episode(spec: RunSpec, index: int) -> dict[tuple[str, str], tuple[list[T
     labels = [memory_label(m) for m in spec.memories]
     agent = Agent(spec.agent)
     seed = spec.seed + index
-    episode = EmbeddedEpisode(spec.sim, seed)
+    episode = make_episode(spec.sim, seed, index=index)
     systems = {label: build("memory", dict(config)) for label, config in zip(labels, spec.memories)}
     for system in systems.values():
         deploy(system, episode)
@@ -337,7 +338,7 @@ def summarize(result: RunResult, spec: RunSpec, config: dict) -> dict:
     high_levels = sorted({t.high_level_category for t in tasks})
     return {
         "memory": result.memory,
-        "sim": "embedded",
+        "sim": "embedded" if isinstance(spec.sim, EmbeddedSimConfig) else "habitat",
         "perception": spec.sim.perception.mode,
         "upper_bound": spec.sim.perception.mode == "gt",
         "track": result.track,
