@@ -15,8 +15,13 @@ Rules (all in the memory's own, possibly drifting, world frame):
 - a receptacle sighting joins a receptacle track whose box, grown by ``receptacle_margin``,
   holds the sighting's centroid (receptacles are large and seen in parts);
 - labels and attributes are majority votes over sightings (detector confusion averages out);
-- a track is trusted (``confirmed``) after ``min_sightings`` sightings, so one-frame false
-  positives never enter the catalogue;
+- a track is trusted (``confirmed``) after sightings in ``min_sightings`` distinct frames
+  (one ``assign`` call is one frame: two detections of one instance in a frame count once), so
+  one-frame false positives never enter the catalogue;
+- an unconfirmed track decays: one with fewer than ``min_sightings`` sightings, that the robot
+  never moved, not held, and not seen for more than ``unconfirmed_ttl`` seconds of stream time
+  is dropped at the next frame (``frame`` lists it in ``dropped``), so false positives do not
+  pile up over a long life (568 tracks after 100k frames without decay);
 - a ``grasp`` event takes the nearest not-held object track within ``grasp_radius`` of the
   gripper; the receptacle under the gripper is where it came from. A ``release`` puts the held
   track at the gripper position, on the receptacle under it. These are inferences from what
@@ -46,6 +51,13 @@ class TrackerConfig:
     min_sightings: int = 2
     grasp_radius: float = 0.6
     surface_margin: float = 0.25
+    unconfirmed_ttl: float = 600.0  # s of stream time an unconfirmed track waits for its confirming sighting
+
+    def __post_init__(self) -> None:
+        if self.min_sightings < 1:
+            raise ValueError(f"tracker min_sightings must be at least 1, got {self.min_sightings}")
+        if not self.unconfirmed_ttl >= 0:
+            raise ValueError(f"tracker unconfirmed_ttl must be >= 0 seconds, got {self.unconfirmed_ttl}")
 
 
 @dataclass
@@ -59,8 +71,8 @@ class Track:
     position: np.ndarray = field(default_factory=lambda: np.zeros(3))  # mean of sightings since it last moved
     box_min: np.ndarray = field(default_factory=lambda: np.full(3, np.inf))
     box_max: np.ndarray = field(default_factory=lambda: np.full(3, -np.inf))
-    count: int = 0  # sightings since it last moved
-    sightings: int = 0  # sightings in all
+    count: int = 0  # sightings since it last moved (every detection: the position's running mean)
+    sightings: int = 0  # frames it was seen in (what confirms it)
     first_seen: float = 0.0
     last_seen: float = 0.0
     held: bool = False
@@ -76,7 +88,8 @@ class Track:
         values["kind"] = self.kind
         return values
 
-    def add(self, category: str, score: float, attributes: dict[str, str], centroid, extent_min, extent_max, stamp: float) -> None:
+    def add(self, category: str, score: float, attributes: dict[str, str], centroid, extent_min, extent_max, stamp: float, new_frame: bool = True) -> None:
+        """One detection of it; ``new_frame``: the first in its frame (counts as a sighting)."""
         self.labels[category] = self.labels.get(category, 0.0) + score
         for key, value in attributes.items():
             if key == "kind":
@@ -87,7 +100,8 @@ class Track:
         self.box_min = np.minimum(self.box_min, extent_min)
         self.box_max = np.maximum(self.box_max, extent_max)
         self.count += 1
-        self.sightings += 1
+        if new_frame:
+            self.sightings += 1
         self.last_seen = float(stamp)
         if self.sightings == 1:
             self.first_seen = float(stamp)
@@ -147,13 +161,14 @@ class EntityTracker:
         self.tracks: dict[int, Track] = {}
         self.next_id = TRACK_ID_BASE
         self.held: int | None = None
+        self.dropped: list[int] = []  # the tracks the last ``frame`` dropped (decay)
         self._undo: dict | None = None
 
     # ------------------------------------------------------------------ all or nothing
     def begin(self) -> None:
         """Start recording what a frame changes, so ``rollback`` can undo it (cheap: only the
         tracks the frame touches are copied)."""
-        self._undo = {"originals": {}, "next_id": self.next_id, "held": self.held}
+        self._undo = {"originals": {}, "next_id": self.next_id, "held": self.held, "dropped": self.dropped, "order": None}
 
     def commit(self) -> None:
         self._undo = None
@@ -168,7 +183,9 @@ class EntityTracker:
                 self.tracks.pop(track_id, None)
             else:
                 self.tracks[track_id] = original
-        self.next_id, self.held = undo["next_id"], undo["held"]
+        if undo["order"] is not None:  # a dropped track came back: in its place (checkpoints list tracks in order)
+            self.tracks = {track_id: self.tracks[track_id] for track_id in undo["order"] if track_id in self.tracks}
+        self.next_id, self.held, self.dropped = undo["next_id"], undo["held"], undo["dropped"]
 
     def _touch(self, track_id: int) -> None:
         """Before changing a track inside a transaction, keep its original once."""
@@ -194,6 +211,7 @@ class EntityTracker:
             if ids[index] is None and track_id not in taken:
                 ids[index] = track_id
                 taken.add(track_id)
+        counted: set[int] = set()  # tracks this frame already counted a sighting of
         for index, view in enumerate(views):
             track_id = ids[index]
             if track_id is None:
@@ -204,8 +222,25 @@ class EntityTracker:
             if track is None:
                 track = self.tracks[track_id] = Track(track_id, view.kind)
                 self.next_id = max(self.next_id, track_id + 1)
-            track.add(view.category, view.score, view.attributes, view.centroid, view.extent_min, view.extent_max, stamp)
+            track.add(view.category, view.score, view.attributes, view.centroid, view.extent_min, view.extent_max, stamp, track_id not in counted)
+            counted.add(track_id)
         return [int(i) for i in ids]
+
+    def decay(self, stamp: float) -> list[int]:
+        """Drop the unconfirmed tracks not seen for more than ``unconfirmed_ttl`` before ``stamp``
+        (never one the robot holds or moved); returns their ids (undone by ``rollback``)."""
+        c = self.config
+        stale = [
+            t.track_id
+            for t in self.tracks.values()
+            if t.sightings < c.min_sightings and t.moved_at is None and not t.held and t.track_id != self.held and stamp - t.last_seen > c.unconfirmed_ttl
+        ]
+        if stale and self._undo is not None and self._undo["order"] is None:
+            self._undo["order"] = list(self.tracks)
+        for track_id in stale:
+            self._touch(track_id)
+            del self.tracks[track_id]
+        return stale
 
     def frame(self, views, events, stamp: float) -> tuple[list[int], list["EventInference | None"]]:
         """One frame: its events and its detections, in the order the frame shows them.
@@ -213,9 +248,11 @@ class EntityTracker:
         A release frame already shows the object where it was put, so releases are applied
         before association (the sighting joins the moved track instead of starting a new one);
         a grasp frame still shows the object where it stood, so grasps come after. Events up to
-        the frame's first grasp go first, the rest after.
+        the frame's first grasp go first, the rest after. Unconfirmed tracks that outlived
+        ``unconfirmed_ttl`` are dropped first (``self.dropped``).
         """
         events = list(events)
+        self.dropped = self.decay(stamp)  # before association: a stale false positive takes no sighting
         first_grasp = next((n for n, e in enumerate(events) if e.kind == "grasp"), len(events))
         inferences = [self.infer(e) for e in events[:first_grasp]]
         ids = self.assign(views, stamp)

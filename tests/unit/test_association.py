@@ -33,7 +33,11 @@ def test_objects_join_within_the_radius_and_stay_apart_beyond_it():
 
 def test_the_documented_defaults():
     """memory/association.py's rules as documented (and mirrored in configs/memory/*.yaml)."""
-    assert TrackerConfig() == TrackerConfig(object_radius=0.35, label_penalty=0.15, receptacle_margin=0.3, min_sightings=2, grasp_radius=0.6, surface_margin=0.25)
+    assert TrackerConfig() == TrackerConfig(object_radius=0.35, label_penalty=0.15, receptacle_margin=0.3, min_sightings=2, grasp_radius=0.6, surface_margin=0.25, unconfirmed_ttl=600.0)
+    for bad in ({"min_sightings": 0}, {"unconfirmed_ttl": -1.0}, {"unconfirmed_ttl": float("nan")}):
+        with pytest.raises(ValueError):
+            TrackerConfig(**bad)
+    assert TrackerConfig(min_sightings=1, unconfirmed_ttl=0.0).min_sightings == 1  # the boundaries are allowed
 
 
 def test_a_disagreeing_label_costs_the_penalty():
@@ -63,6 +67,14 @@ def test_receptacles_join_inside_their_grown_box():
     assert b == a
     (d,) = tracker.assign([view([3.0, 0, 0.4], "table", "receptacle", half=0.1)], 2.0)  # beyond the grown box
     assert d != a
+
+
+def test_first_and_last_seen_are_the_stamps_of_the_first_and_latest_sightings():
+    tracker = EntityTracker()
+    (a,) = tracker.assign([view([0, 0, 0.8])], 3.0)
+    for stamp in (4.0, 7.5):
+        tracker.assign([view([0, 0, 0.8])], stamp)
+    assert (tracker.tracks[a].first_seen, tracker.tracks[a].last_seen, tracker.tracks[a].sightings) == (3.0, 7.5, 3)
 
 
 def test_only_repeated_sightings_are_trusted():
@@ -119,3 +131,77 @@ def test_the_radius_is_configurable(radius):
     (a,) = tracker.assign([view([0, 0, 0.8])], 0.0)
     (b,) = tracker.assign([view([0.3, 0, 0.8])], 1.0)
     assert (a == b) == (radius > 0.3)
+
+
+def test_a_false_positive_seen_once_decays_after_the_ttl():
+    c = TrackerConfig()
+    tracker = EntityTracker(c)
+    (ghost,) = tracker.assign([view([0, 0, 0.8])], 0.0)
+    far = view([5, 5, 0.8], "book")
+    ids, _ = tracker.frame([far], [], c.unconfirmed_ttl)  # exactly the ttl: still waiting
+    assert ghost in tracker.tracks and tracker.dropped == []
+    ids, _ = tracker.frame([far], [], c.unconfirmed_ttl + 0.5)  # past it: gone, and said so
+    assert ghost not in tracker.tracks and tracker.dropped == [ghost]
+    assert ids[0] in {t.track_id for t in tracker.confirmed()}  # the book, seen in two frames
+    ids, _ = tracker.frame([view([0, 0, 0.8])], [], c.unconfirmed_ttl + 1.0)  # seen there again: a new track
+    assert ids[0] != ghost and tracker.dropped == []
+    short = EntityTracker(TrackerConfig(unconfirmed_ttl=10.0))  # configurable
+    (a,) = short.assign([view([0, 0, 0.8])], 0.0)
+    short.frame([], [], 10.5)
+    assert a not in short.tracks
+
+
+def test_a_real_object_seen_in_two_frames_is_kept_forever_and_one_frame_counts_once():
+    c = TrackerConfig()
+    tracker = EntityTracker(c)
+    (real,) = tracker.assign([view([0, 0, 0.8])], 0.0)
+    tracker.assign([view([0.01, 0, 0.8])], 1.0)
+    tracker.frame([], [], 1e7)
+    assert real in {t.track_id for t in tracker.confirmed()} and tracker.dropped == []
+    # gt perception: two detections of one instance in one frame are one sighting, not two
+    gt = EntityTracker(c)
+    gt.assign([view([0, 0, 0.8], instance_id=7), view([0.02, 0, 0.8], instance_id=7)], 0.0)
+    assert gt.tracks[7].sightings == 1 and gt.tracks[7].count == 2 and 7 not in {t.track_id for t in gt.confirmed()}
+    gt.frame([], [], c.unconfirmed_ttl + 1.0)
+    assert 7 not in gt.tracks
+    # what the robot holds or moved is never dropped, however briefly it was seen
+    moved = EntityTracker(c)
+    (held,) = moved.assign([view([0, 0, 0.8])], 0.0)
+    moved.infer(grasp([0, 0, 0.8]))
+    moved.frame([], [], 2 * c.unconfirmed_ttl)
+    assert held in moved.tracks
+    moved.infer(grasp([1, 0, 0.8], "release"))
+    moved.frame([], [], 4 * c.unconfirmed_ttl)
+    assert held in moved.tracks and held in {t.track_id for t in moved.confirmed()}
+
+
+def test_rollback_restores_a_dropped_track_in_its_place():
+    c = TrackerConfig()
+    tracker = EntityTracker(c)
+    first, ghost, last = tracker.assign([view([0, 0, 0.8]), view([2, 0, 0.8]), view([4, 0, 0.8])], 0.0)
+    tracker.assign([view([0, 0, 0.8]), view([4, 0, 0.8])], 1.0)  # the middle one was seen once
+    tracker.frame([], [], 2.0)
+    before = tracker.to_dict()
+    tracker.begin()
+    tracker.frame([view([6, 0, 0.8])], [], c.unconfirmed_ttl + 5.0)
+    assert tracker.dropped == [ghost] and ghost not in tracker.tracks
+    tracker.rollback()
+    assert tracker.to_dict() == before and list(tracker.tracks) == [first, ghost, last] and tracker.dropped == []
+    tracker.begin()
+    tracker.frame([], [], c.unconfirmed_ttl + 5.0)
+    tracker.commit()
+    assert list(tracker.tracks) == [first, last]
+
+
+def test_a_released_object_restarts_its_mean_at_the_release_point_and_held_or_other_kinds_take_nothing():
+    tracker = EntityTracker()
+    (mug,) = tracker.assign([view([0, 0, 0.8])], 0.0)
+    tracker.assign([view([0, 0, 0.8])], 1.0)
+    tracker.infer(grasp([0, 0, 0.8]))
+    (other,) = tracker.assign([view([0, 0, 0.8])], 2.0)  # a held track takes no sighting
+    assert other != mug and tracker.tracks[mug].count == 2
+    tracker.infer(grasp([2.0, 0, 0.8], "release"))
+    tracker.assign([view([2.2, 0, 0.8])], 3.0)  # the release point counts as one sighting
+    assert np.allclose(tracker.tracks[mug].position, [2.1, 0, 0.8]) and tracker.tracks[mug].count == 2
+    (table,) = tracker.assign([view([2.1, 0, 0.8], "mug", "receptacle")], 4.0)  # another kind never joins
+    assert table not in (mug, other) and tracker.tracks[table].kind == "receptacle"

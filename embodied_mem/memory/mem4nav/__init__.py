@@ -144,7 +144,8 @@ Departures from the paper / public code, and fixes of the public code
 - Read caches (exact; not the paper's, which has no cost model): in the LTM (``ltm.py``) the
   decoded ``v_s`` of each key until its next write, and the query tokens of recurring queries
   (entity descriptions), computed in fixed-shape batches so that a cached value equals an
-  uncached read (``stats().bytes`` counts them); in the system, ``catalog()`` and the tracks'
+  uncached read (``stats().bytes`` counts the decode cache at its warm size, one v_s per live key,
+  whether or not a read came yet, and leaves the query LRU out: ``ltm.py``); in the system, ``catalog()`` and the tracks'
   description embeddings until the next write (``catalog`` hands out copies).
 - Geometry: the paper's Lambda = 16 over L = 100 m gives 1.5 mm leaves (street-scale VLN). In a
   home objects are re-observed from many poses and centroids jitter by centimetres, so the
@@ -171,6 +172,21 @@ Departures from the paper / public code, and fixes of the public code
 - STM and LTM are written for object observations, the LTM also for graph nodes
   (``write_nodes_to_ltm``); the STM clock counts frames that wrote geometry.
 
+All or nothing
+--------------
+``observe`` changes nothing if anything inside it raises, without copying the memory per frame:
+the tracker and the diary keep their own undo (``begin`` / ``rollback``, ``mark`` / ``rollback``);
+every other change (graph node added or merged, edge added or smoothed, current node, noted frame;
+octree leaf and the level codes it registered, a leaf's sighting and last stamp; LTM token put
+back or key removed, index growth undone, the decode cache of those keys as it was; STM slot,
+key and eviction; ``track_leaves``; sightings of tracks the tracker dropped) records its inverse
+in a ``Journal`` (``journal.py``), undone newest first. The STM / LTM / clocks / stream
+bookkeeping then equal those of a memory that never saw the frame, so observing it again gives
+exactly the state of one that never failed.
+
+Unconfirmed tracks decay (``TrackerConfig.unconfirmed_ttl``, the shared association rule): a
+track the tracker drops takes its leaf sightings with it (the leaves and their tokens stay).
+
 Checkpoints and size
 --------------------
 ``save`` writes json + npz through ``base.save_manifest``: each component's own ``to_state()``
@@ -183,7 +199,8 @@ refuses inconsistent arrays, then refuses a checkpoint whose R checksum, octree 
 encoder or STM / graph parameters differ from this memory's, whose STM / LTM keys name no leaf
 or node, or whose tracker is missing, malformed or lacks a track that a sighting names; all
 with ``ValueError``, leaving the memory as it was. The read caches are not saved. ``stats().bytes`` counts
-every numpy array (the LTM's read caches included) plus an estimate of the Python objects around them (per leaf, sighting,
+every numpy array (the LTM's decode cache at its warm size, so the number is the same whether or not
+a recall came first; the query-token LRU, which holds what was asked, is left out) plus an estimate of the Python objects around them (per leaf, sighting,
 node, edge, key, track, diary entry, seen frame id); R's ~29 MB of weights are excluded, like
 the text encoder's.
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from embodied_mem.memory.mem4nav.journal import Journal, record
 from embodied_mem.memory.mem4nav.state import pose_rows, shaped
 from embodied_mem.types import Pose
 
@@ -60,34 +61,52 @@ class SemanticGraph:
         best = int(np.argmin(distances))
         return best, float(distances[best])
 
-    def update(self, descriptor: np.ndarray, position: np.ndarray, stamp: float, instruction_cost: float) -> Transition:
-        """Assign ``descriptor`` (seen at ``position``) to a node and record the transition."""
+    def update(self, descriptor: np.ndarray, position: np.ndarray, stamp: float, instruction_cost: float, journal: Journal | None = None) -> Transition:
+        """Assign ``descriptor`` (seen at ``position``) to a node and record the transition
+        (each change undoable through ``journal``)."""
         descriptor = np.asarray(descriptor, dtype=np.float32).reshape(self.dim)
         position = np.asarray(position, dtype=np.float64).reshape(3)
         node, distance = self.nearest(descriptor)
         created = node is None or distance > self.delta
         if created:
-            node = self._add_node(descriptor, position, stamp)
+            node = self._add_node(descriptor, position, stamp, journal)
         else:
-            self._merge(node, descriptor, position, stamp)
+            self._merge(node, descriptor, position, stamp, journal)
         previous, weight = self.current, None
         if previous is not None and previous != node:
-            weight = self.add_edge(previous, node, instruction_cost)
+            weight = self.add_edge(previous, node, instruction_cost, journal)
         else:
             previous = None
+        record(journal, lambda current=self.current: setattr(self, "current", current))
         self.current = node
         return Transition(node, created, previous, weight)
 
-    def _add_node(self, descriptor: np.ndarray, position: np.ndarray, stamp: float) -> int:
+    def _add_node(self, descriptor: np.ndarray, position: np.ndarray, stamp: float, journal: Journal | None = None) -> int:
         node = len(self)
+        record(journal, lambda descriptors=self.descriptors: self._drop_node(node, descriptors))
         self.graph.add_node(node, position=position.copy(), count=1, creation_time=float(stamp), last_stamp=float(stamp), visits=1, frame_id=None, pose=None)
-        self.descriptors = np.vstack([self.descriptors, descriptor[None, :]])
+        self.descriptors = np.vstack([self.descriptors, descriptor[None, :]])  # a new array: the old one is kept intact
         return node
 
-    def _merge(self, node: int, descriptor: np.ndarray, position: np.ndarray, stamp: float) -> None:
+    def _drop_node(self, node: int, descriptors: np.ndarray) -> None:
+        """Undo of ``_add_node``: the node (the newest; its edges were undone first) and its row."""
+        if self.graph.has_node(node):
+            self.graph.remove_node(node)
+        self.descriptors = descriptors
+
+    def _merge(self, node: int, descriptor: np.ndarray, position: np.ndarray, stamp: float, journal: Journal | None = None) -> None:
         """Running means: phi <- (phi * n + v) / (n + 1), pos <- (pos * n + p) / (n + 1)."""
         attributes = self.graph.nodes[node]
         n = attributes["count"]
+        if journal is not None:
+            row = self.descriptors[node].copy()
+            old = {name: attributes[name] for name in ("position", "count", "last_stamp", "visits")}  # position is replaced, never written in place
+
+            def undo() -> None:
+                self.descriptors[node] = row
+                attributes.update(old)
+
+            journal(undo)
         self.descriptors[node] = (self.descriptors[node] * n + descriptor) / (n + 1)
         attributes["position"] = (attributes["position"] * n + position) / (n + 1)
         attributes["count"] = n + 1
@@ -95,14 +114,18 @@ class SemanticGraph:
         if self.current != node:
             attributes["visits"] += 1
 
-    def add_edge(self, source: int, target: int, instruction_cost: float) -> float | None:
+    def add_edge(self, source: int, target: int, instruction_cost: float, journal: Journal | None = None) -> float | None:
         """Add or smooth the edge ``source -> target``; returns its weight (None for a self-loop)."""
         if source == target:
             return None
         distance = float(np.linalg.norm(self.position(source) - self.position(target)))
         weight = max(0.0, self.alpha * distance + self.beta * float(instruction_cost))
         if self.graph.has_edge(source, target):
-            weight = 0.5 * (self.graph.edges[source, target]["weight"] + weight)
+            old = self.graph.edges[source, target]["weight"]
+            weight = 0.5 * (old + weight)
+            record(journal, lambda: self.graph.edges[source, target].update(weight=old))
+        else:
+            record(journal, lambda: self.graph.remove_edge(source, target) if self.graph.has_edge(source, target) else None)
         self.graph.add_edge(source, target, weight=weight)
         return weight
 
@@ -122,9 +145,10 @@ class SemanticGraph:
         """Dijkstra lengths from each source to every node it reaches."""
         return {source: nx.single_source_dijkstra_path_length(self.graph, source, weight="weight") for source in sources}
 
-    def note_frame(self, node: int, frame_id: int, pose: Pose) -> None:
+    def note_frame(self, node: int, frame_id: int, pose: Pose, journal: Journal | None = None) -> None:
         """Our bookkeeping: the frame (and its observer pose) that last updated ``node``."""
         attributes = self.graph.nodes[node]
+        record(journal, lambda old=(attributes["frame_id"], attributes["pose"]): attributes.update(frame_id=old[0], pose=old[1]))
         attributes["frame_id"], attributes["pose"] = int(frame_id), pose
 
     def clear(self) -> None:

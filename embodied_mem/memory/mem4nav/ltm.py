@@ -67,6 +67,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from embodied_mem.memory.mem4nav.journal import Journal, record
 from embodied_mem.memory.mem4nav.state import keys_from_arrays, keys_to_arrays, shaped
 from embodied_mem.runtime import torch_threads
 
@@ -219,9 +220,17 @@ class TokenIndex:
         slot = self.slot_of.get(key)
         return None if slot is None else self.matrix[slot]
 
-    def put(self, key: Hashable, token: np.ndarray) -> int:
-        """Store ``token`` as the one live entry of ``key``; returns its row."""
+    def put(self, key: Hashable, token: np.ndarray, journal: Journal | None = None) -> int:
+        """Store ``token`` as the one live entry of ``key``; returns its row. Undo (``journal``):
+        the old token back in its row, or the new key removed, its row freed and the matrix
+        shrunk back if this put grew it."""
         slot = self.slot_of.get(key)
+        if journal is not None:
+            capacity, used = len(self.keys), self.used
+            row = slot if slot is not None else (self.free[-1] if self.free else capacity)
+            old_row = self.matrix[row].copy() if row < capacity else None
+            old_norm = self.sq_norms[row] if row < capacity else None
+            journal(lambda created=slot is None: self._undo_put(key, created, row, old_row, old_norm, capacity, used))
         if slot is None:
             if not self.free:
                 self._grow()
@@ -236,6 +245,17 @@ class TokenIndex:
         slot = self.slot_of.pop(key)
         self.keys[slot], self.live[slot] = None, False
         self.free.append(slot)
+
+    def _undo_put(self, key: Hashable, created: bool, row: int, old_row: np.ndarray | None, old_norm, capacity: int, used: int) -> None:
+        if created and key in self.slot_of:
+            self.remove(key)  # appends its row to ``free``: undone newest first, ``free`` is as before
+        if len(self.keys) > capacity:  # this put grew the index (only when ``free`` was empty)
+            self.matrix, self.sq_norms, self.live = self.matrix[:capacity].copy(), self.sq_norms[:capacity].copy(), self.live[:capacity].copy()
+            del self.keys[capacity:]
+            self.free = [s for s in self.free if s < capacity]
+        if old_row is not None:
+            self.matrix[row], self.sq_norms[row] = old_row, old_norm
+        self.used = used
 
     def _grow(self) -> None:
         old = len(self.keys)
@@ -338,15 +358,27 @@ class LongTermMemory:
                 latest[keys[position]] = token
         return tokens
 
-    def commit(self, keys: list[Hashable], tokens: list[np.ndarray]) -> None:
+    def commit(self, keys: list[Hashable], tokens: list[np.ndarray], journal: Journal | None = None) -> None:
+        """Store the tokens. Undo (``journal``): the index as it was, and each key's read cache
+        (its cached v_s, whether it was stale) as it was."""
         for key, token in zip(keys, tokens):
-            self.index.put(key, token)
+            if journal is not None:
+                journal(lambda key=key, decoded=self._decoded.get(key), stale=key in self._stale: self._undo_caches(key, decoded, stale))
+            self.index.put(key, token, journal)
             self._decoded.pop(key, None)  # the cached v_s was the old token's
             self._stale[key] = None
 
-    def write(self, keys: list[Hashable], vectors: np.ndarray) -> list[np.ndarray]:
+    def _undo_caches(self, key: Hashable, decoded: np.ndarray | None, stale: bool) -> None:
+        if decoded is None:
+            self._decoded.pop(key, None)
+        else:
+            self._decoded[key] = decoded
+        if not stale:
+            self._stale.pop(key, None)  # a key that was stale stays in its place of the ordered set
+
+    def write(self, keys: list[Hashable], vectors: np.ndarray, journal: Journal | None = None) -> list[np.ndarray]:
         tokens = self.compute_writes(keys, vectors)
-        self.commit(keys, tokens)
+        self.commit(keys, tokens, journal)
         return tokens
 
     def remove(self, key: Hashable) -> None:
@@ -412,8 +444,17 @@ class LongTermMemory:
 
     @property
     def nbytes(self) -> int:
-        """The index, plus the read caches (decoded v_s per key, query tokens)."""
-        return self.index.nbytes + 4 * self.dim * len(self._decoded) + 8 * self.dim * len(self._queries)
+        """The index, plus the decode cache at the size reads bring it to (one v_s per live key),
+        whether or not a read came yet, so ``stats()`` does not depend on what was asked.
+
+        Reads decode stale keys lazily (``decoded``): counting ``len(self._decoded)`` made the
+        size grow after the first recall. Counting every live key gives the number that
+        finishing that deferred work gives, without running R^-1 in ``stats()``. The query-token
+        LRU (at most ``QUERY_CACHE`` rows, 0.8 MB) is left out: it holds what was asked, not
+        what was seen, and no amount of finishing work makes it the same for two histories of
+        recalls.
+        """
+        return self.index.nbytes + 4 * self.dim * len(self.index)
 
     def clear_caches(self) -> None:
         """Drop the read caches (they refill, with the same values, on the next reads)."""

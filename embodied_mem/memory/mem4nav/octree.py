@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from embodied_mem.memory.mem4nav.journal import Journal, record
 from embodied_mem.memory.mem4nav.state import pose_rows, shaped
 from embodied_mem.types import Pose
 
@@ -152,15 +153,62 @@ class SparseOctree:
         return corner + 0.5 * size
 
     # ------------------------------------------------------------------ leaves
-    def insert_or_get(self, code: int) -> Leaf:
-        """The leaf ``code``, created (with its ancestors registered) if it was never visited."""
+    def insert_or_get(self, code: int, journal: Journal | None = None) -> Leaf:
+        """The leaf ``code``, created (with its ancestors registered) if it was never visited.
+        Undo (``journal``): the new leaf and the level codes it registered are removed."""
         leaf = self.leaves.get(code)
         if leaf is None:
             leaf = Leaf(code=code, center=self.center_of(code), size=self.leaf_size, level=self.depth)
+            prefixes = [code >> (3 * (self.depth - level)) for level in range(self.depth + 1)]
+            added = [level for level, prefix in enumerate(prefixes) if prefix not in self.levels[level]]
+
+            def undo() -> None:
+                self.leaves.pop(code, None)
+                for level in added:
+                    self.levels[level].discard(prefixes[level])
+
+            record(journal, undo)
             self.leaves[code] = leaf
-            for level in range(self.depth + 1):
-                self.levels[level].add(code >> (3 * (self.depth - level)))
+            for level in added:
+                self.levels[level].add(prefixes[level])
         return leaf
+
+    def see(self, leaf: Leaf, track_id: int, stamp: float, frame_id: int, view: Pose, quality: float, journal: Journal | None = None) -> None:
+        """``leaf`` saw ``track_id`` now: its ``last_stamp`` and the sighting (``Leaf.see``).
+        Undo (``journal``): the old stamp and the old sighting (object and stamp) are put back."""
+        if journal is not None:
+            last, old = leaf.last_stamp, leaf.sightings.get(track_id)
+            old_stamp = None if old is None else old.stamp
+
+            def undo() -> None:
+                leaf.last_stamp = last
+                if old is None:
+                    leaf.sightings.pop(track_id, None)
+                else:  # the same object, in the same dict slot (see() replaces or edits it)
+                    old.stamp = old_stamp
+                    leaf.sightings[track_id] = old
+
+            journal(undo)
+        leaf.last_stamp = stamp
+        leaf.see(track_id, stamp, frame_id, view, quality)
+
+    def forget(self, track_id: int, codes, journal: Journal | None = None) -> None:
+        """Drop the sightings of ``track_id`` in the leaves ``codes`` (a track the tracker dropped).
+        The leaves stay (their LTM tokens hold what was written there)."""
+        for code in sorted(codes):
+            leaf = self.leaves[code]
+            old = leaf.sightings.get(track_id)
+            if old is None:
+                continue
+            order = list(leaf.sightings)  # a leaf holds a handful of sightings: put it back in place
+
+            def undo(leaf=leaf, old=old, order=order) -> None:
+                current = dict(leaf.sightings)
+                current[track_id] = old
+                leaf.sightings = {key: current[key] for key in order if key in current}
+
+            record(journal, undo)
+            del leaf.sightings[track_id]
 
     def radius_query(self, point: np.ndarray, radius: float) -> tuple[list[Leaf], int]:
         """Leaves whose centre lies within ``radius`` of ``point``, and how many leaves were tested.

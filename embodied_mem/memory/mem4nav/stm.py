@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embodied_mem.memory.mem4nav.journal import Journal
 from embodied_mem.memory.mem4nav.state import keys_from_arrays, keys_to_arrays, shaped
 
 
@@ -66,21 +67,27 @@ class ShortTermMemory:
         occupied = np.array([k is not None for k in self.keys])
         return np.where(occupied, score.astype(np.float64), np.inf)
 
-    def write(self, key: Hashable, vector: np.ndarray, p_rel: np.ndarray, now: int, object_id: int | None = None, anchor: np.ndarray | None = None) -> Hashable | None:
+    ROWS = ("vectors", "p_rel", "anchor", "step", "frequency", "object_ids")  # a slot's fields
+
+    def write(self, key: Hashable, vector: np.ndarray, p_rel: np.ndarray, now: int, object_id: int | None = None, anchor: np.ndarray | None = None, journal: Journal | None = None) -> Hashable | None:
         """Insert or refresh ``key`` (``p_rel`` relative to ``anchor``, the current node's
-        position now; the origin when None); returns the evicted key, if any."""
+        position now; the origin when None); returns the evicted key, if any. Undo
+        (``journal``): the slot's fields, its key and the eviction (if any) put back."""
         evicted = None
         slot = self.slot_of.get(key)
-        if slot is not None:
+        refresh = slot is not None
+        if not refresh:
+            full = len(self.slot_of) >= self.capacity
+            slot = int(np.argmin(self.scores(now))) if full else self.keys.index(None)
+            evicted = self.keys[slot] if full else None
+        if journal is not None:
+            journal(self._undo_write(key, slot, refresh, evicted))
+        if refresh:
             self.frequency[slot] += 1
         else:
-            if len(self.slot_of) >= self.capacity:
-                slot = int(np.argmin(self.scores(now)))
-                evicted = self.keys[slot]
+            if evicted is not None:
                 del self.slot_of[evicted]
                 self.evictions += 1
-            else:
-                slot = self.keys.index(None)
             self.keys[slot] = key
             self.slot_of[key] = slot
             self.frequency[slot] = 1
@@ -90,6 +97,22 @@ class ShortTermMemory:
         self.step[slot] = now
         self.object_ids[slot] = -1 if object_id is None else int(object_id)
         return evicted
+
+    def _undo_write(self, key: Hashable, slot: int, refresh: bool, evicted: Hashable | None):
+        rows = {name: getattr(self, name)[slot].copy() for name in self.ROWS}
+        evictions = self.evictions
+
+        def undo() -> None:
+            for name, value in rows.items():
+                getattr(self, name)[slot] = value
+            if not refresh:
+                self.slot_of.pop(key, None)
+                self.keys[slot] = evicted
+                if evicted is not None:
+                    self.slot_of[evicted] = slot  # (last in slot_of's order: nothing reads that order)
+            self.evictions = evictions
+
+        return undo
 
     def retrieve(self, query: np.ndarray, q_rel: np.ndarray, epsilon: float, k: int, anchor: np.ndarray | None = None) -> list[StmMatch]:
         """Entries within ``epsilon`` of ``q_rel`` (relative to ``anchor``, the current node's

@@ -30,6 +30,7 @@ from embodied_mem.memory.base import (
     visible_instances,
 )
 from embodied_mem.memory.mem4nav.graph import SemanticGraph
+from embodied_mem.memory.mem4nav.journal import Journal, record
 from embodied_mem.memory.mem4nav.ltm import LongTermMemory, ReversibleTransformer, TransformerSpec
 from embodied_mem.memory.mem4nav.octree import MAX_DEPTH, Leaf, SparseOctree
 from embodied_mem.memory.mem4nav.stm import ShortTermMemory
@@ -199,26 +200,52 @@ class Mem4Nav:
         vectors = self._embed([view.description for view in views]) if views else np.zeros((0, self.dim), np.float32)
         with self._lock.writing():
             self._changed()
-            ids, inferences = self.tracker.frame(views, obs.events, obs.stamp)  # releases first, grasps after
-            if views:
-                self._write(obs, views, ids, vectors)
-            self._diary.record(obs.frame_id, obs.stamp, obs.day, obs.pose, inferences, self.label_of)
-            self.gate.commit(obs)
+            # All or nothing, without copying the memory: the tracker and the diary keep their
+            # own undo (begin / rollback, mark / rollback); every other change of this frame
+            # records its inverse in ``journal`` (journal.py), undone newest first on any error.
+            journal, diary_mark, clocks = Journal(), self._diary.mark(), (self.step, self.out_of_bounds)
+            self.tracker.begin()
+            try:
+                ids, inferences = self.tracker.frame(views, obs.events, obs.stamp)  # releases first, grasps after
+                self._forget(self.tracker.dropped, journal)
+                if views:
+                    self._write(obs, views, ids, vectors, journal)
+                self._diary.record(obs.frame_id, obs.stamp, obs.day, obs.pose, inferences, self.label_of)
+                self.gate.commit(obs)
+            except BaseException:
+                journal.rollback()
+                self._diary.rollback(diary_mark)
+                self.tracker.rollback()
+                self.step, self.out_of_bounds = clocks
+                self._changed()
+                raise
+            self.tracker.commit()
+
+    def _forget(self, track_ids: list[int], journal: Journal) -> None:
+        """The tracker dropped these unconfirmed tracks (association.py): their sightings go too."""
+        for track_id in track_ids:
+            codes = self.track_leaves.get(track_id)
+            if codes is None:
+                continue
+            self.octree.forget(track_id, codes, journal)
+            record(journal, lambda track_id=track_id, codes=codes: self.track_leaves.__setitem__(track_id, codes))
+            del self.track_leaves[track_id]
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         with self._embed_lock:
             return np.asarray(self.encoder.encode(texts), dtype=np.float32)
 
-    def _write(self, obs: Observation, views: list[InstanceView], ids: list[int], vectors: np.ndarray) -> None:
-        """All of one frame's writes; the torch work is one batched R call."""
+    def _write(self, obs: Observation, views: list[InstanceView], ids: list[int], vectors: np.ndarray, journal: Journal | None = None) -> None:
+        """All of one frame's writes (each undoable through ``journal``); the torch work is one
+        batched R call."""
         c = self.config
         self.step += 1
         descriptor = vectors.mean(axis=0)
         norm = float(np.linalg.norm(descriptor))
         if norm > 0:
             descriptor = descriptor / norm
-        transition = self.graph.update(descriptor, obs.pose.position, obs.stamp, c.instruction_cost)
-        self.graph.note_frame(transition.node, obs.frame_id, obs.pose)  # our bookkeeping: a frame that shows the node
+        transition = self.graph.update(descriptor, obs.pose.position, obs.stamp, c.instruction_cost, journal)
+        self.graph.note_frame(transition.node, obs.frame_id, obs.pose, journal)  # our bookkeeping: a frame that shows the node
         anchor = self.graph.position(transition.node).copy()  # the node's position now (a running mean: it moves later)
         placed = []
         for view, track_id, vector in zip(views, ids, vectors):
@@ -233,13 +260,22 @@ class Mem4Nav:
             keys.append((NODE, transition.node))
             rows.append(descriptor.astype(np.float32))
         if keys:
-            self.ltm.write(keys, np.stack(rows))
+            self.ltm.write(keys, np.stack(rows), journal)
         for view, track_id, vector, code in placed:
-            leaf = self.octree.insert_or_get(code)
-            leaf.last_stamp = obs.stamp
-            leaf.see(track_id, obs.stamp, obs.frame_id, obs.pose, view_quality(obs.pose, view))
-            self.track_leaves.setdefault(track_id, set()).add(code)
-            self.stm.write((LEAF, code), vector, view.centroid - anchor, self.step, track_id, anchor=anchor)
+            leaf = self.octree.insert_or_get(code, journal)
+            self.octree.see(leaf, track_id, obs.stamp, obs.frame_id, obs.pose, view_quality(obs.pose, view), journal)
+            self._note_leaf(track_id, code, journal)
+            self.stm.write((LEAF, code), vector, view.centroid - anchor, self.step, track_id, anchor=anchor, journal=journal)
+
+    def _note_leaf(self, track_id: int, code: int, journal: Journal | None) -> None:
+        """``track_leaves[track_id]`` gains ``code`` (undo: the code, or the new entry, removed)."""
+        codes = self.track_leaves.get(track_id)
+        if codes is None:
+            record(journal, lambda: self.track_leaves.pop(track_id, None))
+            self.track_leaves[track_id] = {code}
+        elif code not in codes:
+            record(journal, lambda: codes.discard(code))
+            codes.add(code)
 
     # ------------------------------------------------------------------ retrieval
     def key_position(self, key: tuple[str, int]) -> np.ndarray:
@@ -284,6 +320,7 @@ class Mem4Nav:
     # ------------------------------------------------------------------ recall
     def recall(self, query: Query) -> Recall:
         started = time.perf_counter()
+        query.validate()  # a query changed after construction is caught here, on both paths
         with self._lock.reading():
             hits = recall_structured(self, query) if query.constraints is not None else self._recall_text(query)
         return Recall(hits, self.name, time.perf_counter() - started)
@@ -554,7 +591,7 @@ class Mem4Nav:
     def save(self, directory) -> None:
         with self._lock.reading():
             state, arrays = self._state()
-        save_manifest(directory, self.name, state, arrays)
+        save_manifest(directory, self.name, state, arrays, config=self.config)
 
     COMPONENTS = ("octree", "graph", "stm", "ltm")
 
@@ -577,7 +614,7 @@ class Mem4Nav:
 
     def load(self, directory) -> None:
         """Restore a checkpoint; ``ValueError`` (and nothing changed) if it is not a usable one."""
-        state, arrays = load_manifest(Path(directory), self.name)
+        state, arrays = load_manifest(Path(directory), self.name, config=self.config)  # another config: refused
         self.restore(state, arrays, str(directory))
 
     def restore(self, state: dict, arrays: dict[str, np.ndarray], source: str = "state") -> None:
