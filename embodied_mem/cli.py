@@ -22,6 +22,7 @@ VERBS = {
     "viz": "stream one episode into a memory and draw what it remembers over the floor plan",
     "bench": "benchmarks: simulator frames/s, ingest rate and recall latency at 1k/10k/100k observations",
     "ask": 'ask a saved memory in words: embodied-mem ask <checkpoint> "where did I leave the red mug?" (writes ask.png)',
+    "report": "evaluate every registered memory, the stack and the floors, both tracks and perception modes; write docs/results.md with plots",
     "config": "print the composed config (with your overrides) and exit",
     "record": "live one embedded episode and write its observations to a rosbag2-compatible MCAP bag (ros extra)",
     "replay": "build any memory from a bag (recorded here or by the memory node on a robot) and save its checkpoint",
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(OmegaConf.to_yaml(cfg))
             return 0
-        return {"eval": cmd_eval, "compare": cmd_compare, "viz": cmd_viz}[verb](cfg)
+        return {"eval": cmd_eval, "compare": cmd_compare, "viz": cmd_viz, "report": cmd_report}[verb](cfg)
     except (ValueError, ImportError) as error:  # bad config, bad input, a missing simulator: a clear message, no traceback
         print(f"embodied-mem {verb}: error: {error}", file=sys.stderr)
         return 2
@@ -263,6 +264,48 @@ def cmd_compare(cfg) -> int:
 _OVERRIDES: list[str] = []  # the command line's overrides, kept for per-mode re-composition
 
 
+def cmd_report(cfg) -> int:
+    """``compare`` over every registered memory system plus the stack, both tracks and both
+    perception modes, into ``docs/results.md`` (``compare.docs`` overrides where)."""
+    from omegaconf import open_dict
+
+    from embodied_mem.eval.report import FLOORS
+    from embodied_mem.registry import names
+
+    systems = [n for n in names("memory") if n not in FLOORS and n != "stack"] + ["stack"]
+    with open_dict(cfg):
+        cfg.compare.memories = systems
+        cfg.compare.tracks = ["oracle", "language"]
+        cfg.compare.perceptions = ["detector", "gt"]
+        if not cfg.compare.docs:
+            cfg.compare.docs = "docs/results.md"
+    print(f"report: {', '.join(systems)} and the floors {', '.join(str(f) for f in cfg.compare.floors)}; "
+          f"{cfg.eval.episodes} episode(s) from seed {cfg.seed}; writing {cfg.compare.docs}", file=sys.stderr)
+    return cmd_compare(cfg)
+
+
+def stack_versus_best(summaries: list[dict]) -> str:
+    """How the stack stands against the best single system, per track and perception, per category."""
+    from embodied_mem.eval.report import FLOORS
+
+    lines = []
+    for key in dict.fromkeys((s["track"], s.get("perception")) for s in summaries):
+        runs = [s for s in summaries if (s["track"], s.get("perception")) == key]
+        stack = next((s for s in runs if s["memory"] == "stack"), None)
+        singles = [s for s in runs if s["memory"] not in FLOORS and s["memory"] != "stack"]
+        if stack is None or not singles:
+            continue
+        best = max(singles, key=lambda s: s["success_rate"])
+        gap = 100 * (stack["success_rate"] - best["success_rate"])
+        verdict = "beats" if gap > 0 else ("ties" if gap == 0 else "falls short of")
+        lines.append(f"- {key[0]} track, `{key[1]}`: the stack ({100 * stack['success_rate']:.0f} %) {verdict} the best single system, "
+                     f"`{best['memory']}` ({100 * best['success_rate']:.0f} %), by {abs(gap):.0f} points.")
+        worse = [(c, 100 * (stack["by_category"].get(c, 0) - v)) for c, v in best["by_category"].items() if stack["by_category"].get(c, 0) < v]
+        if worse:
+            lines.append("  Where it is behind: " + ", ".join(f"{c} ({d:+.0f})" for c, d in sorted(worse, key=lambda x: x[1])) + ".")
+    return ("## The stack against the best single system\n\n" + "\n".join(lines) + "\n\n") if lines else ""
+
+
 def _overrides_without_perception() -> list[str]:
     return [o for o in _OVERRIDES if not o.lstrip("+~").startswith("perception")]
 
@@ -291,6 +334,7 @@ def comparison_markdown(summaries, spec, cfg, where: dict, image: str) -> str:
         "and pose drift (what a robot has); `gt` = the simulator's ids and exact pose, an **upper bound**.\n"
         "- **floors** (`diary_only`, `stay`, `chance`) sit beside every system: a number a floor also reaches "
         "measures nothing. Per-category cells are success rates.\n\n"
+        + stack_versus_best(summaries)
         + markdown_table(summaries)
         + f"\n\n![success by category]({image})\n"
     )

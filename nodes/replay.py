@@ -21,6 +21,9 @@ from pathlib import Path
 USAGE = """usage:
   embodied-mem record <bag dir> [key=value ...]             e.g. sim=embedded_small perception=gt seed=3
   embodied-mem replay <bag dir> memory=<name> [replay.out=<checkpoint dir>] [encoder=gt_hash]
+  embodied-mem replay <bag A> <bag B> memory=<name> "replay.map_T_odom=[[0,0,0],[3.0,1.0,0.7]]"
+      several robots' bags of one home into one memory: each robot's odometry frame (x, y, yaw)
+      in the shared map frame; frame ids become robot * 1e9 + id (embodied_mem/store/merge.py)
 """
 
 
@@ -47,20 +50,43 @@ def record(bag_dir: str, overrides: list[str]) -> int:
     return 0
 
 
+def _alignment(text: str | None, count: int):
+    from embodied_mem.types import Pose
+
+    if text is None:
+        return [Pose.from_xy_yaw(0.0, 0.0, 0.0)] * count
+    try:
+        rows = json.loads(text)
+        poses = [Pose.from_xy_yaw(float(x), float(y), float(yaw)) for x, y, yaw in rows]
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise ValueError(f"replay.map_T_odom must be [[x, y, yaw], ...] (one per bag), got {text!r}") from error
+    if len(poses) != count:
+        raise ValueError(f"replay.map_T_odom has {len(poses)} poses for {count} bag(s)")
+    return poses
+
+
 def replay(bag_dir: str, overrides: list[str]) -> int:
     from embodied_mem.cli import compose, memory_config
     from embodied_mem.nodes import convert
     from embodied_mem.nodes.bag import latest_floor_plan, read_observations
     from embodied_mem.registry import build
+    from embodied_mem.store.merge import RobotStream, merged
 
+    bags = [bag_dir] + [o for o in overrides if "=" not in o]
+    overrides = [o for o in overrides if "=" in o]
     out = next((o.split("=", 1)[1] for o in overrides if o.startswith("replay.out=")), None)
-    cfg = compose([o for o in overrides if not o.startswith("replay.out=")])
+    align = next((o.split("=", 1)[1] for o in overrides if o.startswith("replay.map_T_odom=")), None)
+    cfg = compose([o for o in overrides if not o.startswith(("replay.out=", "replay.map_T_odom="))])
     memory = build("memory", memory_config(cfg))
-    plan = latest_floor_plan(bag_dir)
+    plan = latest_floor_plan(bags[0])
     if plan is not None and hasattr(memory, "set_floor_plan"):
         memory.set_floor_plan(convert.floor_plan_from_json(plan))
     started, frames, refused = time.perf_counter(), 0, 0
-    for obs in read_observations(bag_dir):
+    if len(bags) == 1 and align is None:
+        stream = read_observations(bag_dir)
+    else:  # several robots: one stream in the map frame, in time order
+        stream = merged([RobotStream(read_observations(b), t) for b, t in zip(bags, _alignment(align, len(bags)))])
+    for obs in stream:
         try:
             memory.observe(obs)
             frames += 1
@@ -70,7 +96,7 @@ def replay(bag_dir: str, overrides: list[str]) -> int:
     if hasattr(memory, "flush"):
         memory.flush()
     stats = memory.stats()
-    print(f"{memory.name}: {frames} observations replayed from {bag_dir} ({refused} refused) in {time.perf_counter() - started:.1f} s; "
+    print(f"{memory.name}: {frames} observations replayed from {', '.join(bags)} ({refused} refused) in {time.perf_counter() - started:.1f} s; "
           f"{stats.items} items, {stats.bytes / 1e6:.2f} MB")
     if out:
         memory.save(out)
