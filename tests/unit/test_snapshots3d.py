@@ -21,6 +21,7 @@ from scipy.spatial import cKDTree
 
 from embodied_mem.memory.base import visible_instances
 from embodied_mem.memory.snapshots3d import Snapshots3D, Snapshots3DConfig, clustering
+from embodied_mem.memory.snapshots3d import frontiers as frontiers_module
 from embodied_mem.memory.snapshots3d import objects as objects_module
 from embodied_mem.memory.snapshots3d import system as system_module
 from embodied_mem.memory.snapshots3d.clustering import (
@@ -575,7 +576,7 @@ def test_bad_input_leaves_the_memory_unchanged(history, tmp_path, monkeypatch):
     for name, change in changes.items():
         bad_state, bad_arrays = json.loads(json.dumps(good_state)), {k: v.copy() for k, v in good_arrays.items()}
         change(bad_state, bad_arrays)
-        monkeypatch.setattr(system_module, "load_manifest", lambda directory, system, found=(bad_state, bad_arrays): found)
+        monkeypatch.setattr(system_module, "load_manifest", lambda directory, system, config=None, found=(bad_state, bad_arrays): found)
         with pytest.raises(ValueError, match="corrupt snapshots3d checkpoint"):
             mem.load(tmp_path / "good")
         assert fingerprint(mem) == state, name
@@ -585,7 +586,13 @@ def test_bad_input_leaves_the_memory_unchanged(history, tmp_path, monkeypatch):
 def test_save_load_round_trip_gives_identical_recall(history, memory, tmp_path):
     env, _, _ = history
     memory.save(tmp_path / "ckpt")
-    loaded = build("memory", {"name": "snapshots3d", "encoder": "gt_hash"})
+    # a checkpoint made with another configuration (or encoder) is refused, and changes nothing
+    for other in ({"encoder": "gt_hash"}, {"encoder": "gt_hash", "track_frontiers": True, "cleanup_interval": 6}, {"encoder": "minilm", "track_frontiers": True}):
+        refusing = build("memory", {"name": "snapshots3d", **other})
+        with pytest.raises(ValueError, match="another configuration"):
+            refusing.load(tmp_path / "ckpt")
+        assert refusing.stats().frames_seen == 0 and not refusing.map.objects
+    loaded = build("memory", {"name": "snapshots3d", "encoder": "gt_hash", "track_frontiers": True})
     loaded.load(tmp_path / "ckpt")
     assert fingerprint(loaded) == fingerprint(memory)
     assert loaded.diary.to_dict() == memory.diary.to_dict() and loaded.diary.floor_plan == env.floor_plan()
@@ -1271,3 +1278,222 @@ def test_a_leaf_splits_by_two_means_on_the_centres_not_by_order():
     xy = np.array([[0.0, 0.0], [5.0, 0.0], [0.2, 0.1], [5.1, 0.2], [0.1, 0.3]])
     parts = sorted(part.tolist() for part in clustering.split_in_two(xy))
     assert parts == [[0, 2, 4], [1, 3]]
+
+
+# ----------------------------------------------------------------------------------------
+# all or nothing: a frame that fails at its last step leaves the memory exactly as it was
+# ----------------------------------------------------------------------------------------
+# a stricter match and a cleanup every 8 processed frames: on this stream the periodic merge joins duplicates
+ATOMIC = {"name": "snapshots3d", "encoder": "gt_hash", "track_frontiers": True, "sim_threshold": 1.5, "cleanup_interval": 8}
+
+
+def checkpoint(mem: Snapshots3D, directory: Path) -> tuple:
+    """The full saved checkpoint: its state JSON and every array's dtype, shape and bytes."""
+    mem.save(directory)
+    state, arrays = system_module.load_manifest(directory, "snapshots3d", config=mem.config)
+    return json.dumps(state, sort_keys=True), {k: (v.dtype.str, v.shape, v.tobytes()) for k, v in arrays.items()}
+
+
+def said(mem: Snapshots3D, near: Pose) -> list:
+    """Recall answers, every field (oracle and language track)."""
+    out = []
+    for query in (Query("", near=near, constraints=FIRST_PICKED), Query("the sofa", k=3), Query("a red mug", k=3, near=near)):
+        for h in mem.recall(query).hits:
+            pose = None if h.agent_pose is None else h.agent_pose.to_dict()
+            target = None if h.target_xyz is None else h.target_xyz.tolist()
+            out.append((h.frame_id, h.stamp, pose, target, h.object_id, h.score, json.dumps(h.evidence, sort_keys=True, default=str)))
+    return out
+
+
+def fails_at_last_step(mem: Snapshots3D, obs: Observation, step: str) -> None:
+    """Observe ``obs`` with its last step broken: the gate's commit or the diary's record raises
+    (``commit_done``: the commit does its work, then raises)."""
+    owner, name = (mem._diary, "record") if step == "record" else (mem.gate, "commit")
+    real = getattr(owner, name)
+
+    def broken(*args, **kwargs):
+        if step == "commit_done":
+            real(*args, **kwargs)
+        raise RuntimeError("injected failure")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(owner, name, broken)
+        with pytest.raises(RuntimeError, match="injected failure"):
+            mem.observe(obs)
+
+
+def test_a_frame_that_fails_at_its_last_step_changes_nothing(one_day, tmp_path):
+    stream = one_day.observations[:120]
+    # 71: a cleanup that merges and drops objects; 72: a release; 111: new frontiers; 119: a cleanup that merges, and a grasp
+    failing = {71: "commit", 72: "commit_done", 111: "commit", 119: "record"}
+    assert [e.kind for e in stream[72].events] == ["release"] and [e.kind for e in stream[119].events] == ["grasp"]
+    mem, twin = build("memory", ATOMIC), build("memory", ATOMIC)
+    for n, obs in enumerate(stream):
+        if n in failing:
+            before = checkpoint(mem, tmp_path / f"before{n}")
+            checkpoint(twin, tmp_path / f"twin{n}")  # (a save compacts the clouds: the twin saves too)
+            stats, answers, objects, snapshots = mem.stats(), said(mem, obs.pose), set(mem.map.objects), {k: list(s.cluster) for k, s in mem.memory.snapshots.items()}
+            fails_at_last_step(mem, obs, failing[n])
+            assert checkpoint(mem, tmp_path / f"after{n}") == before, n
+            assert mem.stats() == stats and said(mem, obs.pose) == answers, n
+            assert fingerprint(mem) == fingerprint(twin), n
+        mem.observe(obs)
+        twin.observe(obs)
+        if n in failing:  # the frame taken for real: exactly what the twin that never failed holds
+            assert fingerprint(mem) == fingerprint(twin), n
+            assert checkpoint(mem, tmp_path / f"again{n}") == checkpoint(twin, tmp_path / f"twin_again{n}"), n
+            assert mem.stats() == twin.stats() and said(mem, obs.pose) == said(twin, obs.pose), n
+            # what the frame did (so the rollback had something to undo)
+            assert {k: list(s.cluster) for k, s in mem.memory.snapshots.items()} != snapshots, n
+            if n in (71, 119):
+                assert mem.processed % ATOMIC["cleanup_interval"] == 0 and objects - set(mem.map.objects), n
+            if n == 72:
+                assert any(o.moved_at == obs.events[0].stamp for o in mem.map.objects.values())
+            if n == 111:
+                assert json.loads(before[0])["frontiers"] != mem.frontiers.to_state()[0], n
+    assert [(e.kind, e.frame_id) for e in mem.diary.entries] == [("pick", 30), ("place", 72), ("pick", 119)]
+
+
+def test_a_failed_cleanup_frame_puts_back_the_diary_entries_a_merge_renamed(tmp_path):
+    config = {"name": "snapshots3d", "encoder": "gt_hash", "cleanup_interval": 3}
+    base = Pose.from_xy_yaw(0.0, 0.0, 0.0)
+    mug_xyz = visible_instances(hand_made(0, 0.0, 0.0, [MUG]), 20)[0].centroid
+    frames = [hand_made(0, 0.0, 0.0, [MUG, TABLE]), hand_made(1, 0.0, 0.0, [MUG, TABLE], [Event("grasp", 2.0, base, Pose(mug_xyz, base.orientation))]), hand_made(2, 0.0, 0.0, [TABLE])]
+    mem, twin = (build("memory", config) for _ in range(2))
+    for m in (mem, twin):
+        for obs in frames[:2]:
+            m.observe(obs)
+        (table,) = ids_of(m, "table")
+        original = m.map.objects[table]  # a more confident duplicate: the periodic merge keeps it, the table is absorbed
+        duplicate = m.map.add(detection(original.points + 0.002, original.embedding, "table", conf=0.95, kind="receptacle"), 1.5)
+    (pick,) = mem.diary.entries
+    assert pick.receptacle_id == table and mem.map.held_id() is not None
+    before = checkpoint(mem, tmp_path / "before")
+    checkpoint(twin, tmp_path / "twin")
+    fails_at_last_step(mem, frames[2], "commit")
+    assert checkpoint(mem, tmp_path / "after") == before and mem.diary.entries[0].receptacle_id == table
+    mem.observe(frames[2])
+    twin.observe(frames[2])
+    assert mem.diary.entries[0].receptacle_id == duplicate and table not in mem.map.objects  # renamed by the merge
+    assert fingerprint(mem) == fingerprint(twin) and checkpoint(mem, tmp_path / "again") == checkpoint(twin, tmp_path / "twin_again")
+
+
+# ----------------------------------------------------------------------------------------
+# absurd cameras and images
+# ----------------------------------------------------------------------------------------
+def test_absurd_intrinsics_or_positions_are_refused_at_the_door_and_change_nothing(tmp_path):
+    mem = fresh([hand_made(0, 0.0, 0.0, [MUG, TABLE]), hand_made(1, 0.0, 0.0, [MUG, TABLE])], track_frontiers=True)
+    state, stats, answers = fingerprint(mem), mem.stats(), said(mem, Pose.from_xy_yaw(0.0, 0.0, 0.0))
+    good = hand_made(2, 0.5, 0.0, [MUG, TABLE])
+    far_mount = Pose(np.array([0.0, 2e4, 1.0]), CAMERA.body_T_camera.orientation)
+    for change, message in (
+        ({"fx": 1e-9}, r"Observation\.camera\.fx 1e-09 with cx 80.0 .* 90\.00 degrees"),  # back-projected to 1e10 m: indexed the grid at -9.2e18
+        ({"fx": 1e-3}, r"Observation\.camera\.fx"),
+        ({"fx": 80 / 100.5}, r"Observation\.camera\.fx"),  # the edge 100.5 focal lengths off the axis: just past the limit
+        ({"cx": 1e6}, r"Observation\.camera\.fx .* with cx 1000000\.0"),
+        ({"fy": 0.5}, r"Observation\.camera\.fy 0\.5 with cy 60\.0"),
+        ({"cy": -1e5}, r"Observation\.camera\.fy .* with cy -100000\.0"),
+        ({"body_T_camera": far_mount}, r"Observation\.camera\.body_T_camera\.position"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            mem.observe(dataclasses.replace(good, camera=dataclasses.replace(CAMERA, **change)))
+        assert fingerprint(mem) == state and mem.stats() == stats, change
+    for x in (1e4 + 1.0, -2e5):
+        with pytest.raises(ValueError, match=r"Observation\.pose\.position"):
+            mem.observe(dataclasses.replace(good, pose=Pose.from_xy_yaw(x, 0.0, 0.0)))
+    assert fingerprint(mem) == state and mem.stats() == stats and said(mem, Pose.from_xy_yaw(0.0, 0.0, 0.0)) == answers
+    # at the limit (99 focal lengths), and a depth return far beyond the map's range: taken, without a warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mem.observe(dataclasses.replace(good, camera=dataclasses.replace(CAMERA, fx=80 / 99, fy=60 / 99)))
+        mugs = ids_of(mem, "mug")
+        huge = hand_made(3, 0.5, 0.0, [MUG, TABLE])
+        huge.depth[MUG_PIXELS] = 3e38
+        mem.observe(huge)
+    assert mem.stats().frames_seen == 4 and ids_of(mem, "mug") == mugs  # the "mug" 3e38 m away made no object
+    assert np.all(np.abs(mem.grid.origin) < 1000) and max(mem.grid.shape) < 400
+
+
+def test_points_beyond_the_grid_grow_it_instead_of_wrapping_into_other_cells():
+    config = Snapshots3DConfig(encoder="gt_hash")
+    grid = OccupancyMap(0.1)
+
+    def view(camera_xy, points):
+        points = np.asarray(points, float)
+        return frontiers_module.ViewPoints(points, np.full(len(points), 2.0), np.zeros(len(points), int), np.arange(len(points)), np.array([*camera_xy, 1.0]), 120, 160)
+
+    grid.integrate(view((0.0, 0.0), [[1.0, 0.0, 0.5]]), np.zeros(2), config)
+    top = (grid.origin + np.array(grid.shape) - 1) * 0.1
+    assert top[0] < 6.5  # the arrays end 6 m from the camera
+    # from (1.5, 0): an obstacle 5.5 m away, beyond the arrays' end (it used to land in a cell of another row)
+    before = grid.occupied.copy()
+    grid.integrate(view((1.5, 0.0), [[7.0, 0.05, 0.5], [1.5, 6.0, 0.5]]), np.array([1.5, 0.0]), config)
+    occupied = {tuple(c) for c in (np.argwhere(grid.occupied) + grid.origin).tolist()}
+    assert (70, 0) in occupied and (15, 60) in occupied  # each in its own cell
+    assert np.count_nonzero(grid.occupied) == np.count_nonzero(before) + 2
+    # farther than twice max_integrate_depth from the camera in plan: not integrated (outside the volume)
+    shape = grid.shape
+    grid.integrate(view((0.0, 0.0), [[0.0, 6.5, 0.5]]), np.zeros(2), config)
+    assert grid.shape == shape and (0, 65) not in {tuple(c) for c in (np.argwhere(grid.occupied) + grid.origin).tolist()}
+
+
+# ----------------------------------------------------------------------------------------
+# exact boundaries (mutation survivors of the last review)
+# ----------------------------------------------------------------------------------------
+def test_density_core_needs_exactly_min_points_in_the_block_and_borders_touch_a_core_cell():
+    from embodied_mem.memory.snapshots3d.objects import largest_cluster
+
+    far = np.array([[5.0, 5.0, 5.0], [9.0, 1.0, 1.0], [1.0, 9.0, 1.0]])
+    tight = lambda n: np.stack([np.linspace(0.001, 0.004, n), np.full(n, 0.001), np.full(n, 0.001)], axis=1)  # one 5 cm cell
+    keep = largest_cluster(np.concatenate([tight(10), far]), 0.1, 10)  # 10 points in the block: core
+    assert keep.tolist() == [True] * 10 + [False] * 3
+    assert largest_cluster(np.concatenate([tight(9), far]), 0.1, 10).all()  # 9: no core, no cluster, all kept
+    # a cluster of exactly 5 points is kept alone; of 4, everything is kept
+    assert largest_cluster(np.concatenate([tight(5), far, far + 0.5]), 0.1, 3).tolist() == [True] * 5 + [False] * 6
+    assert largest_cluster(np.concatenate([tight(4), far, far + 0.5]), 0.1, 3).all()
+    # cells of 5 cm along x: B (9 points) and A (1) are core (their blocks hold 10 and 11); C (1
+    # point, block A + C + D = 3) is a border cell next to core A; D (1), next to C only, is noise
+    b = np.stack([np.linspace(0.0, 0.045, 9), np.zeros(9), np.zeros(9)], axis=1)
+    chain = np.concatenate([b, [[0.075, 0.0, 0.0], [0.125, 0.0, 0.0], [0.175, 0.0, 0.0]]])
+    assert largest_cluster(chain, 0.1, 10).tolist() == [True] * 11 + [False]
+    # an empty cell is never core: 6 + 6 points two cells apart (0.14 m, beyond eps) make no cluster
+    # though the empty cell between them has 12 points in its block
+    apart = np.concatenate([tight(6), tight(6) + [0.144, 0.0, 0.0], far])
+    assert largest_cluster(apart, 0.1, 10).all()
+
+
+def test_periodic_merge_keeper_on_equal_confidence_and_moved_at_carried_over():
+    cube = box_surface([0.0, 0.0, 0.0], [0.3, 0.3, 0.3])
+    # equal confidence, the same overlap both ways: the pair (lower id, higher id) comes first, the higher id keeps
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    low = objects.add(detection(cube, np.eye(4)[0], conf=0.8), 1.0)
+    high = objects.add(detection(cube + 0.002, np.eye(4)[0], conf=0.8), 2.0)
+    assert objects.merge_overlapping() == {low: high} and set(objects.objects) == {high}
+    # the absorbed object's release stamp goes to the keeper; of two, the later
+    for absorbed_at, keeper_at, expected in ((3.0, None, 3.0), (3.0, 5.0, 5.0), (7.0, 5.0, 7.0), (None, 5.0, 5.0), (None, None, None)):
+        objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+        absorbed = objects.add(detection(cube, np.eye(4)[0], conf=0.5), 1.0)
+        keeper = objects.add(detection(cube + 0.002, np.eye(4)[0], conf=0.9), 2.0)
+        objects.objects[absorbed].moved_at, objects.objects[keeper].moved_at = absorbed_at, keeper_at
+        assert objects.merge_overlapping() == {absorbed: keeper}
+        assert objects.objects[keeper].moved_at == expected, (absorbed_at, keeper_at)
+
+
+def test_detection_exactly_at_3_5_m_is_kept_and_overlap_exactly_0_7_does_not_merge():
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    steps = np.arange(5) / 32.0  # exact in float32: the box centre is exactly (3.5, 0)
+    xx, yy = np.meshgrid(3.4375 + steps, -0.0625 + steps, indexing="ij")
+    cloud = np.stack([xx.ravel(), yy.ravel(), np.full(xx.size, 0.5)], axis=1)
+    kept = objects.cloud_of(cloud, np.zeros(2))
+    assert kept is not None and len(kept[1]) == 25 and np.all((kept[1].min(0) + kept[1].max(0))[:2] / 2 == [3.5, 0.0])
+    assert objects.cloud_of(cloud, np.array([-1e-9, 0.0])) is None  # 3.5 m + 1 nm: dropped
+    # periodic merge: overlap above 0.7 both ways merges, exactly 0.7 does not
+    row = lambda ks: np.array([[0.005 + 0.05 * k, 0.005, 0.005] for k in ks])
+    for shared, merges in ((7, False), (8, True)):
+        pair = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+        a = pair.add(detection(row([*range(shared), *range(20, 30 - shared)]), np.eye(4)[0], conf=0.9), 1.0)
+        b = pair.add(detection(row([*range(shared), *range(10, 20 - shared)]), np.eye(4)[0], conf=0.5), 1.0)
+        assert pair.objects[a].overlap_fraction(pair.objects[b].points, 0.025) == shared / 10 == pair.objects[b].overlap_fraction(pair.objects[a].points, 0.025)
+        assert pair.merge_overlapping() == ({b: a} if merges else {}), shared

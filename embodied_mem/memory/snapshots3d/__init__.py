@@ -173,6 +173,26 @@ Departures (and why)
   construction into a bad one raises ``ValueError`` before anything is stored. A frame with no
   valid depth is skipped for geometry (still counted as seen, its events still inferred and
   recorded in the diary); a frame with no detections still updates the occupancy map.
+  Geometry no back-projection can take is refused at the door too (``ValueError`` naming the
+  field): intrinsics whose image edge lies more than 89.4 degrees off the optical axis (edge
+  offset over 100 focal lengths: a tiny ``fx`` / ``fy`` or a principal point far outside the
+  image) and a pose or camera mount beyond +-10 km (the range of the voxel keys). Depth
+  returns that land beyond that range are dropped as no return; in the occupancy map, points
+  farther than 2 x ``max_integrate_depth`` from the camera in plan are not integrated (points
+  outside a TSDF volume; only rays more than 60 degrees off axis get that far), and the grid
+  grows to hold every integrated point and ray.
+- All or nothing: ``observe`` journals the frame's changes (``state.Journal``): a map object
+  is copied (sharing its arrays, which are only ever replaced) before its first change in the
+  frame, including a compaction a read triggers; new objects, frames, snapshots and bins are
+  removed and removed ones put back in their dict order; the holder sets are journaled by
+  membership; the grids are replaced by ``integrate``, never changed in place, so the old
+  arrays are the undo; frontiers, counters, the text cache and the gate keep a token; the
+  diary rolls back with ``ActionDiary.mark`` and the entries a merge renamed in place are
+  put back. If anything raises, the memory is exactly as before (checkpoint bytes, stats and
+  answers), and taking the same frame again gives what a memory that never failed holds. It
+  costs ~3 % of ingest (per change, not per size of the memory).
+- Checkpoints record the configuration: ``load`` refuses one made with another
+  configuration or encoder (``load_manifest(..., config=self.config)``).
 """
 
 from embodied_mem.memory.snapshots3d.system import Snapshots3D, Snapshots3DConfig

@@ -13,6 +13,7 @@ or are near the agent, with every snapshot they belong to; the others stay as th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -20,7 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embodied_mem.geometry import wrap_angle
-from embodied_mem.memory.snapshots3d.state import integer, integers, number, refusing
+from embodied_mem.memory.snapshots3d.state import (
+    Journal,
+    integer,
+    integers,
+    number,
+    refusing,
+)
 from embodied_mem.types import Pose
 
 
@@ -106,30 +113,80 @@ class SnapshotMemory:
         self.superseded: set[int] = set()  # older frames of a bin, dropped once nothing needs them
         self.orphans: list[int] = []  # objects no frame covered in the last update (should stay empty)
         self._order = 0
+        self.journal: Journal | None = None  # open while a frame is being taken (see ``begin``)
+
+    # ---------------------------------------------------------------- all or nothing
+    def begin(self, journal: Journal) -> None:
+        """Journal what the next changes do (frames, snapshots and holder sets are kept as they
+        were before their first change; the dicts' key order too, when a key is removed)."""
+        self.journal = journal
+        order, orphans = self._order, self.orphans
+
+        def restore() -> None:
+            self._order, self.orphans = order, orphans
+
+        journal.undo(restore)
+
+    def _keep_frame(self, frame_id: int) -> Frame:
+        """The frame, about to change in place (its ``objects``)."""
+        if self.journal is not None:
+            self.journal.entry(self.frames, frame_id, _copy_frame)
+        return self.frames[frame_id]
+
+    def _keep_snapshot(self, frame_id: int) -> Snapshot:
+        if self.journal is not None:
+            self.journal.entry(self.snapshots, frame_id, _copy_snapshot)
+        return self.snapshots[frame_id]
+
+    def _keep(self, d: dict, key, removing: bool = False) -> None:
+        if self.journal is not None:
+            (self.journal.removing if removing else self.journal.entry)(d, key)
+
+    def _member(self, s: set, x) -> None:
+        if self.journal is not None:
+            self.journal.member(s, x)
+
+    def _holders(self, object_id: int) -> set[int]:
+        """The frames that saw an object (a new, empty set when none did)."""
+        if object_id not in self.object_frames:
+            self._keep(self.object_frames, object_id)
+            self.object_frames[object_id] = set()
+        return self.object_frames[object_id]
 
     # ---------------------------------------------------------------- frames
     def add_frame(self, frame_id: int, stamp: float, pose: Pose, objects: dict[int, float], bin_key: tuple[int, int, int]) -> Frame:
         frame = Frame(frame_id, stamp, pose, dict(objects), bin_key, self._order)
         self._order += 1
+        self._keep(self.frames, frame_id)
         self.frames[frame_id] = frame
         for object_id in frame.objects:
-            self.object_frames.setdefault(object_id, set()).add(frame_id)
+            holders = self._holders(object_id)
+            self._member(holders, frame_id)
+            holders.add(frame_id)
         previous = self.bins.get(bin_key)
         if previous is not None and previous in self.frames:
+            self._member(self.superseded, previous)
             self.superseded.add(previous)
+        self._keep(self.bins, bin_key)
         self.bins[bin_key] = frame_id
         return frame
 
     def _drop_frame(self, frame_id: int) -> None:
+        if self.journal is not None:  # (frames are added in ``order``: the dict is in that order)
+            self.journal.removing(self.frames, frame_id, order=_by_order)
         frame = self.frames.pop(frame_id)
         for object_id in frame.objects:
             holders = self.object_frames.get(object_id)
             if holders is not None:
+                self._member(holders, frame_id)
                 holders.discard(frame_id)
                 if not holders:
+                    self._keep(self.object_frames, object_id, removing=True)
                     del self.object_frames[object_id]
+        self._member(self.superseded, frame_id)
         self.superseded.discard(frame_id)
         if self.bins.get(frame.bin) == frame_id:
+            self._keep(self.bins, frame.bin, removing=True)
             del self.bins[frame.bin]
 
     def prune(self) -> int:
@@ -143,6 +200,7 @@ class SnapshotMemory:
         for frame_id in sorted(self.superseded):
             frame = self.frames.get(frame_id)
             if frame is None:
+                self._member(self.superseded, frame_id)
                 self.superseded.discard(frame_id)
                 continue
             if frame_id in self.snapshots:
@@ -157,29 +215,36 @@ class SnapshotMemory:
     def remove_objects(self, object_ids) -> None:
         """Objects left the map: take them out of frames and snapshots; drop what is empty."""
         for object_id in object_ids:
+            self._keep(self.object_frames, object_id, removing=True)
             for frame_id in self.object_frames.pop(object_id, set()):
-                self.frames[frame_id].objects.pop(object_id, None)
-            for snapshot in self.snapshots.values():
+                self._keep_frame(frame_id).objects.pop(object_id, None)
+            for frame_id, snapshot in self.snapshots.items():
                 if object_id in snapshot.cluster:
-                    snapshot.cluster.remove(object_id)
+                    self._keep_snapshot(frame_id).cluster.remove(object_id)
         self._drop_empty()
 
     def remap_object(self, absorbed: int, keeper: int) -> None:
         """``absorbed`` was merged into ``keeper``: frames that saw one now see the other."""
+        self._keep(self.object_frames, absorbed, removing=True)
         for frame_id in self.object_frames.pop(absorbed, set()):
-            frame = self.frames[frame_id]
+            frame = self._keep_frame(frame_id)
             conf = frame.objects.pop(absorbed)
             frame.objects[keeper] = max(conf, frame.objects.get(keeper, conf))
-            self.object_frames.setdefault(keeper, set()).add(frame_id)
-        for snapshot in self.snapshots.values():
+            holders = self._holders(keeper)
+            self._member(holders, frame_id)
+            holders.add(frame_id)
+        for frame_id, snapshot in self.snapshots.items():
             if absorbed in snapshot.cluster:
-                snapshot.cluster = list(dict.fromkeys(keeper if o == absorbed else o for o in snapshot.cluster))
+                self._keep_snapshot(frame_id).cluster = list(dict.fromkeys(keeper if o == absorbed else o for o in snapshot.cluster))
 
     def _drop_empty(self) -> None:
         for frame_id in [f for f, s in self.snapshots.items() if not s.cluster]:
+            self._keep(self.snapshots, frame_id, removing=True)
             del self.snapshots[frame_id]
         for frame_id in [f for f, frame in self.frames.items() if not frame.objects]:
-            self.snapshots.pop(frame_id, None)
+            if frame_id in self.snapshots:
+                self._keep(self.snapshots, frame_id, removing=True)
+                del self.snapshots[frame_id]
             self._drop_frame(frame_id)
 
     def owner(self) -> dict[int, int]:
@@ -197,14 +262,16 @@ class SnapshotMemory:
         wanted = {o for o in object_ids if o in centres}
         dissolved = {frame_id for frame_id, s in self.snapshots.items() if wanted.intersection(s.cluster)}
         for frame_id in dissolved:
+            self._keep(self.snapshots, frame_id, removing=True)
             wanted.update(self.snapshots.pop(frame_id).cluster)
         wanted = sorted(o for o in wanted if o in centres and detections.get(o, 0) >= self.min_detection)
         if wanted:
             xy = np.array([centres[o][:2] for o in wanted], dtype=np.float64)
             for frame_id, cluster in self.fit(xy, wanted).items():
                 if frame_id in self.snapshots:
-                    self.snapshots[frame_id].cluster += cluster
+                    self._keep_snapshot(frame_id).cluster += cluster
                 else:
+                    self._keep(self.snapshots, frame_id)
                     self.snapshots[frame_id] = Snapshot(frame_id, cluster)
         return dissolved
 
@@ -309,6 +376,18 @@ class SnapshotMemory:
             if memory.frames and memory._order <= max(f.order for f in memory.frames.values()):
                 raise ValueError("frame order counter is behind the frames")
             return memory
+
+
+def _by_order(item: tuple[int, Frame]) -> int:
+    return item[1].order
+
+
+def _copy_frame(frame: Frame) -> Frame:
+    return dataclasses.replace(frame, objects=dict(frame.objects))
+
+
+def _copy_snapshot(snapshot: Snapshot) -> Snapshot:
+    return Snapshot(snapshot.frame_id, list(snapshot.cluster))
 
 
 _SPLITS: OrderedDict[bytes, np.ndarray] = OrderedDict()  # 2-means is deterministic: reuse results

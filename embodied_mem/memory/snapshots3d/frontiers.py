@@ -15,7 +15,10 @@ of the image. Our stand-in keeps the same two notions on a 2D grid of 0.1 m cell
   public code's ``integrate`` takes image margins but never reads them, so by default every
   pixel counts; ``margin_h_ratio`` / ``margin_w_ratio`` > 0 keep only pixels below
   ``margin_h_ratio * H`` and at least ``margin_w_ratio * W`` from both sides (the config's window);
-- only points within ``max_integrate_depth`` (3 m, the TSDF's ``max_dist``) are integrated.
+- only points within ``max_integrate_depth`` (3 m, the TSDF's ``max_dist``) are integrated,
+  and of those only the ones within ``PLAN_REACH`` times that distance of the camera in plan
+  (as points outside a TSDF volume: only a ray more than 60 degrees off the optical axis gets
+  that far, so for ordinary cameras nothing is dropped); the grid grows to hold all of them.
 
 Frontier cells follow ``update_frontier_map``: free cells on the agent's connected island
 (the paper also adds the islands holding existing frontiers; we do not)
@@ -48,6 +51,7 @@ from embodied_mem.memory.snapshots3d.state import (
 from embodied_mem.types import Pose
 
 EVIDENCE_HIT, EVIDENCE_PASS, EVIDENCE_LIMIT = 3, 1, 8
+PLAN_REACH = 2.0  # points farther than this times max_integrate_depth from the camera (in plan) are not integrated
 _FOUR = ndimage.generate_binary_structure(2, 1)
 _EIGHT_NEIGHBOURS = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]])
 
@@ -116,6 +120,15 @@ class OccupancyMap:
     def nbytes(self) -> int:
         return self.evidence.nbytes + self.known.nbytes + self.explored.nbytes
 
+    # ---------------------------------------------------------------- all or nothing
+    def mark(self) -> tuple:
+        """A token for ``rollback``. ``integrate`` replaces the arrays rather than changing
+        them in place, so the token holds the arrays themselves (no copy)."""
+        return self.origin, self.evidence, self.known, self.explored, self.version
+
+    def rollback(self, token: tuple) -> None:
+        self.origin, self.evidence, self.known, self.explored, self.version = token
+
     # ---------------------------------------------------------------- checkpoints
     def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:
         state = {"resolution": self.resolution, "version": self.version}
@@ -145,11 +158,16 @@ class OccupancyMap:
         """Fold one view into the map (see the module docstring for the rules)."""
         c = config
         res = self.resolution
-        near = view.depth <= c.max_integrate_depth
-        points, rows, cols = view.points[near], view.rows[near], view.cols[near]
         camera_xy = view.camera[:2]
+        near = (view.depth <= c.max_integrate_depth) & (
+            np.hypot(view.points[:, 0] - camera_xy[0], view.points[:, 1] - camera_xy[1]) <= PLAN_REACH * c.max_integrate_depth
+        )
+        points, rows, cols = view.points[near], view.rows[near], view.cols[near]
         reach = c.max_integrate_depth + 1.0
-        self.ensure(self.cell_of(np.minimum(camera_xy, agent_xy) - reach), self.cell_of(np.maximum(camera_xy, agent_xy) + reach))
+        low, high = np.minimum(camera_xy, agent_xy) - reach, np.maximum(camera_xy, agent_xy) + reach
+        if len(points):  # every point and every ray (camera to point) falls inside the arrays
+            low, high = np.minimum(low, points[:, :2].min(axis=0)), np.maximum(high, points[:, :2].max(axis=0))
+        self.ensure(self.cell_of(low), self.cell_of(high))
         flat_size = self.evidence.size
 
         def flat(xy: np.ndarray) -> np.ndarray:
@@ -194,13 +212,14 @@ class OccupancyMap:
             cells = flat(samples.reshape(-1, 2)).reshape(len(ends), len(steps))
             passed[cells[steps[None, :] <= carve[:, None]]] = True
             explored[cells[steps[None, :] <= seen[:, None]]] = True
-        self.explored |= explored.reshape(self.shape)
+        # (new arrays, not changed in place: a frame that fails later puts the old ones back)
+        self.explored = self.explored | explored.reshape(self.shape)
 
         evidence = self.evidence.astype(np.int16).ravel()
         evidence[hit] += EVIDENCE_HIT
         evidence[passed & ~hit] -= EVIDENCE_PASS
         self.evidence = np.clip(evidence, -EVIDENCE_LIMIT, EVIDENCE_LIMIT).astype(np.int8).reshape(self.shape)
-        self.known |= (hit | passed).reshape(self.shape)
+        self.known = self.known | (hit | passed).reshape(self.shape)
         # Where the robot stands is free (the paper's init_points), and what is around it explored.
         self._disk(agent_xy, c.robot_radius, free=True)
         self._disk(agent_xy, c.surrounding_explored_radius, explored=True)
@@ -383,6 +402,13 @@ class FrontierMap:
 
     def nbytes(self) -> int:
         return sum(f.nbytes() for f in self.frontiers)
+
+    def mark(self) -> tuple:
+        """A token for ``rollback`` (``update`` replaces the list and never changes a frontier)."""
+        return self.frontiers, self.next_id
+
+    def rollback(self, token: tuple) -> None:
+        self.frontiers, self.next_id = token
 
     # ---------------------------------------------------------------- checkpoints
     def to_state(self) -> tuple[dict, dict[str, np.ndarray]]:

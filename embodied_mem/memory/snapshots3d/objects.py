@@ -25,6 +25,7 @@ cloud moved to where it was put (``move_by``, ``moved_at``).
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from scipy.spatial import cKDTree
 
 from embodied_mem.memory.base import describe
 from embodied_mem.memory.snapshots3d.state import (
+    Journal,
     array,
     flag,
     integer,
@@ -103,6 +105,13 @@ def observation_detections(obs: Observation) -> list[Detection]:
 # ----------------------------------------------------------------------------------------
 # Voxel clouds
 # ----------------------------------------------------------------------------------------
+def representable(points: np.ndarray, voxel: float) -> np.ndarray:
+    """Which points have a voxel key (finite, within the +-2**20 voxels a key holds per axis);
+    others would wrap onto keys of other places."""
+    limit = (_OFFSET - 1) * voxel
+    return np.all(np.abs(points) < limit, axis=1)  # (NaN compares False)
+
+
 def pack_cells(cells: np.ndarray) -> np.ndarray:
     """(N, 3) int voxel indices -> (N,) int64 keys that sort like (x, y, z)."""
     shifted = (cells.astype(np.int64) + _OFFSET) & _MASK
@@ -250,6 +259,8 @@ class MapObject:
     # Merged detections not yet folded into the sorted cloud: (keys, points, counts) chunks.
     _chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list, repr=False)
     _pending: int = field(default=0, repr=False)
+    # The map holding it: a compaction (which any read of the cloud may do) is journaled there.
+    _owner: ObjectMap | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.bbox_min is None:
@@ -292,6 +303,9 @@ class MapObject:
         rounding) count-weighted means as merging each chunk in turn with ``merge_voxels``."""
         if not self._chunks:
             return
+        owner = self._owner
+        if owner is not None and owner.journal is not None:  # within a frame: the rounding of later merges depends on it
+            owner.touch(self.object_id)
         with _COMPACT_LOCK:  # readers (recall, save) may compact too
             if not self._chunks:
                 return
@@ -299,6 +313,15 @@ class MapObject:
             merged = merge_voxels(self.voxel_keys, self.voxel_points, self.voxel_counts, keys, points, counts)
             self.voxel_keys, self.voxel_points, self.voxel_counts = merged[:3]
             self._chunks, self._pending = [], 0
+
+    def snapshot(self) -> MapObject:
+        """A copy that later changes of this one do not reach (its arrays are never changed in
+        place, only replaced, so they are shared; votes and appended chunks are copied)."""
+        twin = copy.copy(self)
+        twin.class_votes, twin.instance_votes, twin.kind_votes = dict(self.class_votes), dict(self.instance_votes), dict(self.kind_votes)
+        twin.attribute_votes = {key: dict(votes) for key, votes in self.attribute_votes.items()}
+        twin._chunks, twin._extra = list(self._chunks), list(self._extra)
+        return twin
 
     # ---------------------------------------------------------------- derived
     @property
@@ -501,6 +524,28 @@ class ObjectMap:
         self.next_id = 0
         self.dirty_denoise: set[int] = set()  # changed since they were last denoised
         self.dirty_merge: set[int] = set()  # changed since the last merge pass
+        self.journal: Journal | None = None  # open while a frame is being taken (see ``begin``)
+
+    # ---------------------------------------------------------------- all or nothing
+    def begin(self, journal: Journal) -> None:
+        """Journal what the next changes do: an object is copied before its first change in
+        the frame (``touch``), new ones are removed and removed ones put back on rollback."""
+        self.journal = journal
+        next_id, dirty_denoise, dirty_merge = self.next_id, set(self.dirty_denoise), set(self.dirty_merge)  # (objects changed since the last cleanup: few)
+
+        def restore() -> None:
+            self.next_id, self.dirty_denoise, self.dirty_merge = next_id, dirty_denoise, dirty_merge
+
+        journal.undo(restore)
+
+    def touch(self, object_id: int) -> None:
+        """An object is about to change: keep a copy of it as it was (once per frame)."""
+        if self.journal is not None:
+            self.journal.entry(self.objects, object_id, MapObject.snapshot)
+
+    def _removing(self, object_id: int) -> None:
+        if self.journal is not None:
+            self.journal.removing(self.objects, object_id, MapObject.snapshot, _by_id)  # (ids only grow: the dict is in id order)
 
     # ---------------------------------------------------------------- detections -> clouds
     def filter_detections(self, detections: list[Detection], image_shape: tuple[int, int]) -> list[Detection]:
@@ -592,6 +637,7 @@ class ObjectMap:
     def add(self, det: ProcessedDetection, stamp: float) -> int:
         object_id = self.next_id
         self.next_id += 1
+        self.touch(object_id)  # (new: removed on rollback)
         self.objects[object_id] = MapObject(
             object_id=object_id,
             voxel_keys=det.keys,
@@ -604,6 +650,7 @@ class ObjectMap:
             instance_votes={} if det.instance_id is None else {int(det.instance_id): 1},
             first_seen=stamp,
             last_seen=stamp,
+            _owner=self,
         )
         self.objects[object_id].vote(det.kind, det.attributes)
         self.dirty_denoise.add(object_id)
@@ -612,6 +659,7 @@ class ObjectMap:
 
     def merge_detection(self, object_id: int, det: ProcessedDetection, stamp: float) -> None:
         """``merge_obj2_into_obj1`` for a detection (no DBSCAN, as in 3D-Mem's matching merge)."""
+        self.touch(object_id)
         obj = self.objects[object_id]
         # voxels new to the compacted cloud go to the neighbour index (as merge_voxels' "new" ones)
         known = obj.voxel_keys
@@ -635,6 +683,8 @@ class ObjectMap:
     def merge_objects(self, keeper_id: int, absorbed_id: int) -> None:
         """Merge object ``absorbed`` into ``keeper`` (with DBSCAN, as the periodic merge does)."""
         c = self.config
+        self.touch(keeper_id)
+        self._removing(absorbed_id)
         keeper, absorbed = self.objects[keeper_id], self.objects.pop(absorbed_id)
         keys, points, counts, _ = merge_voxels(keeper.keys, keeper.points, keeper.counts, absorbed.keys, absorbed.points, absorbed.counts)
         keep = largest_cluster(points, c.dbscan_eps, c.dbscan_min_points)
@@ -690,6 +740,7 @@ class ObjectMap:
         return best
 
     def grasp(self, object_id: int, gripper: np.ndarray) -> None:
+        self.touch(object_id)
         obj = self.objects[object_id]
         obj.held, obj.grasp_point = True, np.asarray(gripper, dtype=np.float64).copy()
         self.dirty_denoise.discard(object_id)
@@ -698,6 +749,7 @@ class ObjectMap:
     def release(self, object_id: int, gripper: np.ndarray, stamp: float) -> None:
         """Put the carried object down: its cloud moves with the gripper, from where it was
         grasped to ``gripper`` (it keeps its offset from the gripper; orientation is not tracked)."""
+        self.touch(object_id)
         obj = self.objects[object_id]
         gripper = np.asarray(gripper, dtype=np.float64)
         start = obj.grasp_point if obj.grasp_point is not None else obj.center
@@ -707,7 +759,14 @@ class ObjectMap:
         self.dirty_denoise.add(object_id)
         self.dirty_merge.add(object_id)
 
+    def let_go(self, object_id: int) -> None:
+        """The gripper took something else: the carried object stays where it was seen (a release we never heard of)."""
+        self.touch(object_id)
+        obj = self.objects[object_id]
+        obj.held, obj.grasp_point = False, None
+
     def remove(self, object_id: int) -> None:
+        self._removing(object_id)
         self.objects.pop(object_id, None)
         self.dirty_denoise.discard(object_id)
         self.dirty_merge.discard(object_id)
@@ -725,6 +784,8 @@ class ObjectMap:
             keep = largest_cluster(obj.points, c.dbscan_eps, c.dbscan_min_points)
             if np.all(keep) or np.count_nonzero(keep) < 4:
                 continue
+            self.touch(object_id)
+            obj = self.objects[object_id]
             obj.set_voxels(obj.keys[keep], obj.points[keep], obj.counts[keep])
             obj.forget_index()
             obj.refresh_bbox()
@@ -891,6 +952,7 @@ class ObjectMap:
                     held=flag(meta["held"]),
                     grasp_point=None if meta["grasp_point"] is None else vector(meta["grasp_point"], 3),
                     moved_at=None if meta["moved_at"] is None else number(meta["moved_at"]),
+                    _owner=objects,
                 )
                 if objects.objects[object_id].num_detections < 1 or not objects.objects[object_id].class_votes:
                     raise ValueError(f"object {object_id} has no detections")
@@ -904,6 +966,10 @@ class ObjectMap:
             if not (objects.dirty_denoise | objects.dirty_merge) <= set(objects.objects):
                 raise ValueError("dirty object ids name no object")
             return objects
+
+
+def _by_id(item: tuple[int, MapObject]) -> int:
+    return item[0]
 
 
 def _weighted_unit(a: np.ndarray, weight_a: int, b: np.ndarray, weight_b: int) -> np.ndarray:

@@ -91,3 +91,74 @@ def votes(value, key=str) -> dict:
     if any(v <= 0 for v in out.values()):
         raise ValueError(f"counts must be positive, got {value!r}")
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# All or nothing per frame
+# ----------------------------------------------------------------------------------------
+_ABSENT = object()
+
+
+class Journal:
+    """What one frame changed, to be put back if the frame fails (``rollback``).
+
+    It costs per change, not per size of the memory: components call it just before they
+    change something (the memory's big parts, object clouds and grids, are never copied).
+
+    - ``entry(d, key, copy)``: before the first change of ``d[key]`` in the frame (setting it,
+      deleting it, or changing the value in place; then ``copy`` keeps a copy of the value as
+      it was, and the live value is changed). A key absent before is removed on rollback.
+    - ``removing(d, key, copy, order)``: before deleting ``d[key]``; removing a key changes the
+      dict's order, so its key order is kept at the frame's first removal and put back on
+      rollback (``order``: a sort key of the items that gives that order, instead of a copy of
+      the keys, for a dict always kept in that order).
+    - ``member(s, x)``: before adding or discarding ``x`` in the set ``s``.
+    - ``undo(fn)``: a closure run on rollback (after the others, newest first).
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[int, object], tuple[dict, object, object]] = {}
+        self._orders: dict[int, tuple[dict, object]] = {}  # id -> (dict, its keys, or a sort key of its items)
+        self._members: dict[tuple[int, object], tuple[set, object, bool]] = {}
+        self._undo: list = []
+
+    def entry(self, d: dict, key, copy=None) -> None:
+        token = (id(d), key)
+        if token not in self._entries:
+            value = d.get(key, _ABSENT)
+            self._entries[token] = (d, key, value if value is _ABSENT or copy is None else copy(value))
+
+    def removing(self, d: dict, key, copy=None, order=None) -> None:
+        if key in d and id(d) not in self._orders:
+            self._orders[id(d)] = (d, list(d) if order is None else order)
+        self.entry(d, key, copy)
+
+    def member(self, s: set, x) -> None:
+        token = (id(s), x)
+        if token not in self._members:
+            self._members[token] = (s, x, x in s)
+
+    def undo(self, fn) -> None:
+        self._undo.append(fn)
+
+    def rollback(self) -> None:
+        for s, x, was in self._members.values():
+            if was:
+                s.add(x)
+            else:
+                s.discard(x)
+        for d, key, value in self._entries.values():
+            if value is _ABSENT:
+                d.pop(key, None)
+            else:
+                d[key] = value
+        for d, keys in self._orders.values():
+            if callable(keys):
+                items = sorted(d.items(), key=keys)
+            else:
+                known = set(keys)
+                items = [(k, d[k]) for k in keys if k in d] + [(k, v) for k, v in d.items() if k not in known]
+            d.clear()
+            d.update(items)
+        for fn in reversed(self._undo):
+            fn()

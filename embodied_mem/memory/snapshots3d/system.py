@@ -46,8 +46,10 @@ from embodied_mem.memory.snapshots3d.objects import (
     ObjectMap,
     ProcessedDetection,
     observation_detections,
+    representable,
 )
 from embodied_mem.memory.snapshots3d.state import (
+    Journal,
     integer,
     integers,
     prefixed,
@@ -66,6 +68,8 @@ from embodied_mem.types import (
 )
 
 NAME = "snapshots3d"
+MAX_RAY_SLOPE = 100.0  # tan of the largest angle off the optical axis a pixel ray may have (89.4 degrees)
+MAX_POSITION = 10_000.0  # metres: voxel keys span +-10 km (0.01 m voxels, 21 bits per axis)
 
 
 @dataclass
@@ -180,6 +184,7 @@ class Snapshots3D:
             self.processed = 0  # frames with usable depth (the cleanup clock)
             self.pending: set[int] = set()  # objects to re-cluster at the next update (merged, denoised)
             self._stand: tuple[int, np.ndarray, np.ndarray] | None = None
+            self._journal: Journal | None = None  # open while a frame is being taken
 
     @property
     def diary(self) -> ActionDiary:
@@ -192,30 +197,64 @@ class Snapshots3D:
 
     def observe(self, obs: Observation) -> None:
         obs.validate()  # fields may have changed since construction: check before anything is stored
+        self._check_geometry(obs)
         if not self.gate.admit(obs):
             return
         # A frame without usable depth is skipped for geometry (the protocol's bad input); it
         # still counts as seen, and its events still go into the diary.
         view, detections = self._perceive(obs)  # pure: nothing stored yet
         with self._lock.writing():
-            inferences: dict[int, EventInference] = {}
-            releases = [n for n, e in enumerate(obs.events) if e.kind == "release"]
-            grasps = [n for n, e in enumerate(obs.events) if e.kind == "grasp"]
-            # The frame of a release shows the object where it was put, so the map moves it
-            # first and the frame's detection of it merges there; the frame of a grasp still
-            # shows it where it stood, so it is merged before the gripper takes it.
-            moved = set()
-            for n in releases:
-                inferences[n] = self._release(obs.events[n])
-                if inferences[n].object_id is not None:
-                    moved.add(inferences[n].object_id)
-            if view is not None:
-                self._integrate(obs, view, detections, moved)
-            for n in grasps:
-                inferences[n] = self._grasp(obs.events[n])
-            ordered = [inferences[n] for n in sorted(inferences)]
-            self._diary.record(obs.frame_id, obs.stamp, obs.day, obs.pose, ordered, self._label_of)
-            self.gate.commit(obs)
+            journal = self._begin_frame(obs)
+            try:
+                self._take(obs, view, detections)
+            except BaseException:
+                journal.rollback()  # all or nothing: the memory is exactly as before
+                raise
+            finally:
+                self._journal = self.map.journal = self.memory.journal = None
+
+    def _begin_frame(self, obs: Observation) -> Journal:
+        """Open the frame's journal: each component notes what it is about to change, and the
+        small things are kept as they are now. Nothing large is copied: a map object is copied
+        (sharing its arrays) only before its own first change, and the grids are replaced by
+        ``integrate``, never changed in place."""
+        journal = Journal()
+        self._journal = journal
+        self.map.begin(journal)
+        self.memory.begin(journal)
+        grid, frontiers, gate, diary = self.grid.mark(), self.frontiers.mark(), _gate_mark(self.gate), self._diary.mark()
+        processed, pending, texts, stand = self.processed, set(self.pending), self._texts.vectors, self._stand
+
+        def restore() -> None:
+            self.grid.rollback(grid)
+            self.frontiers.rollback(frontiers)
+            _gate_rollback(self.gate, gate, obs.frame_id)
+            self._diary.rollback(diary)
+            self.processed, self.pending, self._texts.vectors, self._stand = processed, pending, texts, stand
+
+        journal.undo(restore)
+        return journal
+
+    def _take(self, obs: Observation, view: ViewPoints | None, detections: list[ProcessedDetection]) -> None:
+        """The write phase of ``observe`` (under the write lock, journaled)."""
+        inferences: dict[int, EventInference] = {}
+        releases = [n for n, e in enumerate(obs.events) if e.kind == "release"]
+        grasps = [n for n, e in enumerate(obs.events) if e.kind == "grasp"]
+        # The frame of a release shows the object where it was put, so the map moves it
+        # first and the frame's detection of it merges there; the frame of a grasp still
+        # shows it where it stood, so it is merged before the gripper takes it.
+        moved = set()
+        for n in releases:
+            inferences[n] = self._release(obs.events[n])
+            if inferences[n].object_id is not None:
+                moved.add(inferences[n].object_id)
+        if view is not None:
+            self._integrate(obs, view, detections, moved)
+        for n in grasps:
+            inferences[n] = self._grasp(obs.events[n])
+        ordered = [inferences[n] for n in sorted(inferences)]
+        self._diary.record(obs.frame_id, obs.stamp, obs.day, obs.pose, ordered, self._label_of)
+        self.gate.commit(obs)
 
     def recall(self, query: Query) -> Recall:
         started = time.perf_counter()
@@ -246,6 +285,24 @@ class Snapshots3D:
                 "points": int(sum(len(o.points) for o in self.map.objects.values())),
             }
 
+    @staticmethod
+    def _check_geometry(obs: Observation) -> None:
+        """Refuse (``ValueError`` naming the field) what back-projection cannot take: intrinsics
+        that put the image's edge almost 90 degrees off the optical axis (a tiny ``fx``, or a
+        principal point far outside the image), and a pose beyond the range of voxel keys."""
+        camera = obs.camera
+        for focal, centre, size in (("fx", "cx", camera.width), ("fy", "cy", camera.height)):
+            f, c = getattr(camera, focal), getattr(camera, centre)
+            slope = max(abs(c), abs(size - c)) / f
+            if not slope <= MAX_RAY_SLOPE:
+                raise ValueError(
+                    f"Observation.camera.{focal} {f!r} with {centre} {c!r} and an image {size} px across puts its edge "
+                    f"{math.degrees(math.atan(slope)):.2f} degrees off the optical axis (at most {math.degrees(math.atan(MAX_RAY_SLOPE)):.1f})"
+                )
+        for name, position in (("pose", obs.pose.position), ("camera.body_T_camera", camera.body_T_camera.position)):
+            if not np.all(np.abs(position) <= MAX_POSITION):
+                raise ValueError(f"Observation.{name}.position {np.asarray(position).tolist()} is beyond the +-{MAX_POSITION:.0f} m this map addresses")
+
     # ------------------------------------------------------------------ perception
     def _perceive(self, obs: Observation) -> tuple[ViewPoints | None, list[ProcessedDetection]]:
         """The frame's points for the occupancy map and its detections as voxel clouds.
@@ -263,7 +320,10 @@ class Snapshots3D:
         stride = max(1, width // 80)
         rows, cols = np.nonzero(valid[::stride, ::stride])
         rows, cols = rows * stride, cols * stride
-        view = ViewPoints(_to_world(obs, camera, rows, cols), obs.depth[rows, cols].astype(np.float64), rows, cols, camera[:3, 3].copy(), height, width)
+        world = _to_world(obs, camera, rows, cols)
+        usable = representable(world, c.voxel_size)  # (an absurd depth return lands beyond the map's range)
+        world, rows, cols = world[usable], rows[usable], cols[usable]
+        view = ViewPoints(world, obs.depth[rows, cols].astype(np.float64), rows, cols, camera[:3, 3].copy(), height, width)
         agent_xy = obs.pose.position[:2]
         kept, clouds = [], []
         for det in self.map.filter_detections(list(self.detector(obs)), (height, width)):
@@ -271,7 +331,8 @@ class Snapshots3D:
             if len(rows) < c.min_points:
                 continue
             step = -(-len(rows) // c.max_points)  # ConceptGraphs' dynamic_downsample, rounded up: <= max_points
-            cloud = self.map.cloud_of(_to_world(obs, camera, rows[::step], cols[::step]), agent_xy)
+            world = _to_world(obs, camera, rows[::step], cols[::step])
+            cloud = self.map.cloud_of(world[representable(world, c.voxel_size)], agent_xy)
             if cloud is not None:
                 kept.append(det)
                 clouds.append(cloud)
@@ -363,6 +424,10 @@ class Snapshots3D:
     def _remap_diary(self, absorbed: int, keeper: int) -> None:
         """The diary names map objects: a merged one is now called by its keeper's id."""
         for entry in self._diary.entries:
+            if absorbed not in (entry.object_id, entry.receptacle_id):
+                continue
+            if self._journal is not None:  # entries are changed in place: journal what they were
+                self._journal.undo(lambda entry=entry, ids=(entry.object_id, entry.receptacle_id): _set_ids(entry, ids))
             if entry.object_id == absorbed:
                 entry.object_id = keeper
             if entry.receptacle_id == absorbed:
@@ -376,7 +441,7 @@ class Snapshots3D:
         receptacle_id = self.map.surface_under(gripper, c.surface_margin, c.surface_min_detections)
         previous = self.map.held_id()
         if previous is not None:  # a release we never heard of: it stays where it was seen
-            self.map.objects[previous].held, self.map.objects[previous].grasp_point = False, None
+            self.map.let_go(previous)
         object_id = self.map.nearest_object(gripper, c.grasp_radius)
         if object_id is not None:
             self.map.grasp(object_id, gripper)
@@ -630,11 +695,11 @@ class Snapshots3D:
             for name, component in zip(self.COMPONENTS, (self.map, self.memory, self.grid, self.frontiers)):
                 state[name], part = component.to_state()
                 arrays.update(prefixed(name, part))
-        save_manifest(directory, self.name, state, arrays)
+        save_manifest(directory, self.name, state, arrays, config=self.config)
 
     def load(self, directory) -> None:
         """Restore a checkpoint; ``ValueError`` (and the memory unchanged) if anything is wrong."""
-        state, arrays = load_manifest(Path(directory), self.name)
+        state, arrays = load_manifest(Path(directory), self.name, config=self.config)  # another configuration is refused
         try:
             parsed = self._parse(state, arrays)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
@@ -676,9 +741,8 @@ class TextVectors:
 
     def add(self, texts) -> None:
         missing = [t for t in dict.fromkeys(texts) if t not in self.vectors]
-        if missing:
-            for text, vector in zip(missing, self._embed(missing)):
-                self.vectors[text] = vector
+        if missing:  # a new dict, not changed in place (rare: a frame that fails puts the old one back)
+            self.vectors = {**self.vectors, **dict(zip(missing, self._embed(missing)))}
 
     def matrix(self, texts: list[str]) -> np.ndarray:
         self.add(texts)
@@ -691,6 +755,26 @@ class TextVectors:
     def nbytes(self, texts: set[str]) -> int:
         """Bytes of the vectors of ``texts`` (the ones in use; the rest is a bounded cache)."""
         return sum(v.nbytes + 50 + len(t) for t, v in self.vectors.items() if t in texts)
+
+
+def _set_ids(entry, ids: tuple) -> None:
+    entry.object_id, entry.receptacle_id = ids
+
+
+def _gate_mark(gate: FrameGate) -> tuple:
+    """What ``FrameGate.commit`` changes (it is the frame's last step, but may fail too)."""
+    return gate.last_stamp, gate.frames_seen, len(gate._order), gate._order[0] if gate._order else None
+
+
+def _gate_rollback(gate: FrameGate, token: tuple, frame_id: int) -> None:
+    last_stamp, frames_seen, length, first = token
+    if gate._order and gate._order[-1] == frame_id:  # (an admitted frame was in no window before)
+        gate._order.pop()
+    gate.seen.discard(frame_id)
+    if first is not None and len(gate._order) < length:  # the window had moved on
+        gate._order.appendleft(first)
+        gate.seen.add(first)
+    gate.last_stamp, gate.frames_seen = last_stamp, frames_seen
 
 
 def _to_world(obs: Observation, world_T_camera: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
