@@ -892,6 +892,21 @@ def test_close_box_centres_keep_the_larger_box_scaled_to_the_image_width(width):
     assert sorted(d.class_name for d in found) == ["far a", "far b", "large close", "large first", "tie a"]
 
 
+def test_a_larger_close_box_replaces_a_kept_one_that_is_not_the_first_kept():
+    """The replaced candidate sits after others in the kept list (found by a 2-day run: removing
+    it by equality compared mask arrays and raised)."""
+    objects = ObjectMap(Snapshots3DConfig(encoder="gt_hash"))
+    found = objects.filter_detections(
+        [
+            Detection(masks_of((slice(80, 100), slice(100, 120))), "elsewhere", 0.95),
+            Detection(masks_of((slice(15, 25), slice(15, 25))), "small", 0.9),
+            Detection(masks_of((slice(11, 31), slice(10, 30))), "large close", 0.8),  # centre 1 px from "small"
+        ],
+        (120, 160),
+    )
+    assert sorted(d.class_name for d in found) == ["elsewhere", "large close"]
+
+
 def test_frontiers_only_when_asked_for(monkeypatch):
     calls = []
     original = FrontierMap.update

@@ -472,7 +472,7 @@ class MapObject:
         return hit
 
 
-@dataclass
+@dataclass(eq=False)  # holds arrays: compared by identity
 class _Candidate:
     """A detection inside ``filter_detections``: its mask, pixel box (r0, r1, c0, c1) and mask area."""
 
@@ -579,7 +579,7 @@ class ObjectMap:
                     break
                 if math.dist(current.centre, other.centre) < proximity:
                     if current.box_area > other.box_area:
-                        kept.remove(other)
+                        kept = [k for k in kept if k is not other]  # by identity: candidates hold arrays
                     else:
                         keep = False
                         break
