@@ -27,6 +27,7 @@ _PROVIDERS = {
         "embodied_mem.memory.mem4nav",
         "embodied_mem.memory.snapshots3d",
         "embodied_mem.memory.floors",
+        "embodied_mem.memory.robomemory",
         "embodied_mem.stack",
     ],
     "encoder": ["embodied_mem.encoders.text", "embodied_mem.encoders.gt_semantics"],
