@@ -29,6 +29,7 @@ _PROVIDERS = {
         "embodied_mem.memory.floors",
         "embodied_mem.memory.robomemory",
         "embodied_mem.memory.janus",
+        "embodied_mem.memory.m3",
         "embodied_mem.stack",
     ],
     "encoder": ["embodied_mem.encoders.text", "embodied_mem.encoders.gt_semantics"],
