@@ -16,10 +16,13 @@ def test_every_memory_config_file_mirrors_its_dataclass():
     for path in files:
         values = yaml.safe_load(path.read_text())
         assert values["name"] == path.stem
-        fields = {
-            f.name: dataclasses.asdict(f.default_factory()) if f.default is dataclasses.MISSING else f.default
-            for f in dataclasses.fields(config_class("memory", path.stem))
-        }
+        def default(f):
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            value = f.default_factory()
+            return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+        fields = {f.name: default(f) for f in dataclasses.fields(config_class("memory", path.stem))}
         assert set(values) - {"name"} == set(fields), path.name
         for key, value in values.items():
             if key != "name" and not isinstance(value, list):
