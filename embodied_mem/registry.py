@@ -27,10 +27,11 @@ _PROVIDERS = {
         "embodied_mem.memory.mem4nav",
         "embodied_mem.memory.snapshots3d",
         "embodied_mem.memory.floors",
+        "embodied_mem.stack",
         "embodied_mem.memory.robomemory",
+        "embodied_mem.memory.memoryvla",
         "embodied_mem.memory.janus",
         "embodied_mem.memory.m3",
-        "embodied_mem.stack",
     ],
     "encoder": ["embodied_mem.encoders.text", "embodied_mem.encoders.gt_semantics"],
 }
