@@ -39,7 +39,7 @@ from embodied_mem.memory.base import (
     view_score,
     visible_instances,
 )
-from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
+from embodied_mem.memory.resolve import ResolvedGoal, recall_structured, room_hits
 from embodied_mem.registry import register
 from embodied_mem.types import Event, FloorPlan, Hit, MemoryStats, Observation, Pose, Query, Recall
 
@@ -378,10 +378,7 @@ class FrameBank:
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
-            return [
-                Hit(stay.frame_id, stay.start, stay.pose, None, None, 1.0 / (rank + 1), self.name, {"room": stay.room})
-                for rank, stay in enumerate(goal.rooms)
-            ]
+            return room_hits(goal, self.name)
         hits = []
         for entity_id in goal.entity_ids:
             hit = self._best_view(entity_id, goal)

@@ -61,6 +61,15 @@ class ResolvedGoal:
     spec: dict = field(default_factory=dict)
 
 
+def room_hits(goal: ResolvedGoal, system: str) -> list[Hit]:
+    """A room goal's answer, the same for every memory: the frame each matching room stay began
+    with, ranked in the order the reasoner resolved them."""
+    return [
+        Hit(stay.frame_id, stay.start, stay.pose, None, None, 1.0 / (rank + 1), system, {"room": stay.room})
+        for rank, stay in enumerate(goal.rooms)
+    ]
+
+
 class Structured(Protocol):
     """What the reasoner needs from a memory system."""
 

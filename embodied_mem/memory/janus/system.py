@@ -32,7 +32,7 @@ from embodied_mem.memory.frame_bank import CAPTION_OBJECTS, FrameRecord, Sightin
 from embodied_mem.memory.janus.attention import Shape
 from embodied_mem.memory.janus.dual import DualImplicitMemory
 from embodied_mem.memory.janus.encoders import GeometricTokenizer, HFImage, SemanticTokenizer, frame_features, weights_digest
-from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
+from embodied_mem.memory.resolve import ResolvedGoal, recall_structured, room_hits
 from embodied_mem.registry import register
 from embodied_mem.runtime import torch_threads
 from embodied_mem.types import Event, FloorPlan, Hit, MemoryStats, Observation, Pose, Query, Recall
@@ -288,10 +288,7 @@ class Janus:
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
-            return [
-                Hit(stay.frame_id, stay.start, stay.pose, None, None, 1.0 / (rank + 1), self.name, {"room": stay.room})
-                for rank, stay in enumerate(goal.rooms)
-            ]
+            return room_hits(goal, self.name)
         hits = [hit for hit in (self._best_view(entity_id, goal) for entity_id in goal.entity_ids) if hit is not None]
         hits.sort(key=lambda h: -h.score)
         return hits

@@ -33,7 +33,7 @@ from embodied_mem.memory.m3.gma import (
     gaussian_memory_attention,
 )
 from embodied_mem.memory.m3.psc import PrincipalSceneComponents
-from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
+from embodied_mem.memory.resolve import ResolvedGoal, recall_structured, room_hits
 from embodied_mem.registry import register
 from embodied_mem.runtime import torch_threads
 from embodied_mem.splatting import (
@@ -491,10 +491,7 @@ class M3Memory:
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
-            return [
-                Hit(stay.frame_id, stay.start, stay.pose, None, None, 1.0 / (rank + 1), self.name, {"room": stay.room})
-                for rank, stay in enumerate(goal.rooms)
-            ]
+            return room_hits(goal, self.name)
         hits = []
         for entity_id in goal.entity_ids:
             hit = self._entity_hit(entity_id, goal, query)

@@ -34,7 +34,7 @@ from embodied_mem.memory.mem4nav.journal import Journal, record
 from embodied_mem.memory.mem4nav.ltm import LongTermMemory, ReversibleTransformer, TransformerSpec
 from embodied_mem.memory.mem4nav.octree import MAX_DEPTH, Leaf, SparseOctree
 from embodied_mem.memory.mem4nav.stm import ShortTermMemory
-from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
+from embodied_mem.memory.resolve import ResolvedGoal, recall_structured, room_hits
 from embodied_mem.registry import register
 from embodied_mem.types import FloorPlan, Hit, MemoryStats, Observation, Pose, Query, Recall
 
@@ -444,10 +444,7 @@ class Mem4Nav:
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
-            return [
-                Hit(stay.frame_id, stay.start, stay.pose, None, None, 1.0 / (rank + 1), self.name, {"room": stay.room})
-                for rank, stay in enumerate(goal.rooms)
-            ]
+            return room_hits(goal, self.name)
         position = self._query_position(query)
         # An interaction whose object the memory could not tell has no entity (None): skipped.
         entity_ids = [int(i) for i in goal.entity_ids if i is not None]

@@ -31,7 +31,7 @@ from embodied_mem.memory.base import (
 )
 from embodied_mem.memory.memoryvla.bank import CONSOLIDATE, MemoryBank
 from embodied_mem.memory.memoryvla.modules import MemoryVLAModules
-from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
+from embodied_mem.memory.resolve import ResolvedGoal, recall_structured, room_hits
 from embodied_mem.registry import register
 from embodied_mem.runtime import torch_threads
 from embodied_mem.types import FloorPlan, Hit, MemoryStats, Observation, Pose, Query, Recall
@@ -387,10 +387,7 @@ class MemoryVLA:
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
-            return [
-                Hit(stay.frame_id, stay.start, stay.pose, None, None, 1.0 / (rank + 1), self.name, {"room": stay.room})
-                for rank, stay in enumerate(goal.rooms)
-            ]
+            return room_hits(goal, self.name)
         hits = []
         for entity_id in goal.entity_ids:
             hit = self._best_view(int(entity_id), goal)

@@ -22,7 +22,7 @@ from embodied_mem.memory.base import (
     load_manifest,
     save_manifest,
 )
-from embodied_mem.memory.resolve import ResolvedGoal, recall_structured
+from embodied_mem.memory.resolve import ResolvedGoal, recall_structured, room_hits
 from embodied_mem.memory.snapshots3d.clustering import (
     Frame,
     Snapshot,
@@ -484,10 +484,7 @@ class Snapshots3D:
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
-            return [
-                Hit(stay.frame_id, stay.start, stay.pose, None, None, 1.0 / (rank + 1), self.name, {"room": stay.room})
-                for rank, stay in enumerate(goal.rooms)
-            ]
+            return room_hits(goal, self.name)
         owner = self.memory.owner()
         hits = []
         for entity_id in dict.fromkeys(goal.entity_ids):
