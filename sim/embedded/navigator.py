@@ -16,6 +16,36 @@ from embodied_mem.sim.embedded.env import FORWARD_STEP, TURN_STEP, Action, Embed
 from embodied_mem.types import Observation, Pose
 
 
+def drive_budget(navigator, goal: Pose, budget: int, on_step: Callable[[Pose], bool] | None = None, replans: int = 3) -> tuple[float, int, bool]:
+    """Drive to ``goal`` with at most ``budget`` actions, calling ``on_step(pose)`` after each;
+    stops early when it returns True. Returns (metres travelled, actions used, stopped early).
+    A goal that cannot be reached uses no action and travels nothing (inf metres). A blocked
+    move replans, at most ``replans`` times. Any navigator with ``plan_actions(start, goal)``
+    and an ``env`` with ``pose`` / ``move(action)`` drives this way (embedded and Habitat)."""
+    travelled, used = 0.0, 0
+    for _ in range(replans + 1):
+        try:
+            actions = navigator.plan_actions(navigator.env.pose, goal)
+        except Unreachable:
+            return (math.inf if used == 0 else travelled), used, False
+        blocked = False
+        for action in actions:
+            if used >= budget:
+                return travelled, used, False
+            moved = navigator.env.move(action)
+            used += 1
+            if action.kind == "forward" and moved:
+                travelled += action.amount
+            if on_step is not None and on_step(navigator.env.pose):
+                return travelled, used, True
+            if not moved:
+                blocked = True
+                break
+        if not blocked:
+            return travelled, used, False
+    return travelled, used, False
+
+
 class Unreachable(RuntimeError):
     pass
 
@@ -84,31 +114,8 @@ class Navigator:
         return travelled
 
     def drive_budget(self, goal: Pose, budget: int, on_step: Callable[[Pose], bool] | None = None, replans: int = 3) -> tuple[float, int, bool]:
-        """Drive to ``goal`` with at most ``budget`` actions, calling ``on_step(pose)`` after each;
-        stops early when it returns True. Returns (metres travelled, actions used, stopped early).
-        A goal that cannot be reached uses no action and travels nothing (inf metres)."""
-        travelled, used = 0.0, 0
-        for _ in range(replans + 1):
-            try:
-                actions = self.plan_actions(self.env.pose, goal)
-            except Unreachable:
-                return (math.inf if used == 0 else travelled), used, False
-            blocked = False
-            for action in actions:
-                if used >= budget:
-                    return travelled, used, False
-                moved = self.env.move(action)
-                used += 1
-                if action.kind == "forward" and moved:
-                    travelled += action.amount
-                if on_step is not None and on_step(self.env.pose):
-                    return travelled, used, True
-                if not moved:
-                    blocked = True
-                    break
-            if not blocked:
-                return travelled, used, False
-        return travelled, used, False
+        """Drive to ``goal`` with at most ``budget`` actions (``drive_budget`` below)."""
+        return drive_budget(self, goal, budget, on_step, replans)
 
     def drive(self, goal: Pose, on_step: Callable[[Observation], None] | None = None, max_steps: int = 10_000) -> Iterator[Observation]:
         """Drive to ``goal``, yielding each observation; raises Unreachable."""

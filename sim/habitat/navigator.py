@@ -18,7 +18,7 @@ import numpy as np
 
 from embodied_mem.geometry import wrap_angle
 from embodied_mem.sim.embedded.env import Action
-from embodied_mem.sim.embedded.navigator import Unreachable
+from embodied_mem.sim.embedded.navigator import Unreachable, drive_budget
 from embodied_mem.types import Pose
 
 FORWARD_STEP = 0.25
@@ -77,31 +77,8 @@ class HabitatNavigator:
         return actions + turn_actions(yaw, goal.yaw)
 
     def drive_budget(self, goal: Pose, budget: int, on_step: Callable[[Pose], bool] | None = None, replans: int = 3) -> tuple[float, int, bool]:
-        """The embedded ``Navigator.drive_budget``: at most ``budget`` actions, ``on_step(pose)``
-        after each (stop early on True). Returns (metres, actions used, stopped early); an
-        unreachable goal uses nothing and travels inf."""
-        travelled, used = 0.0, 0
-        for _ in range(replans + 1):
-            try:
-                actions = self.plan_actions(self.env.pose, goal)
-            except Unreachable:
-                return (math.inf if used == 0 else travelled), used, False
-            blocked = False
-            for action in actions:
-                if used >= budget:
-                    return travelled, used, False
-                moved = self.env.move(action)
-                used += 1
-                if action.kind == "forward" and moved:
-                    travelled += action.amount
-                if on_step is not None and on_step(self.env.pose):
-                    return travelled, used, True
-                if not moved:
-                    blocked = True
-                    break
-            if not blocked:
-                return travelled, used, False
-        return travelled, used, False
+        """The embedded simulator's ``drive_budget``, over this navigator's plans and moves."""
+        return drive_budget(self, goal, budget, on_step, replans)
 
     def path_length(self, start: Pose, goal: Pose) -> float:
         return float(self.backend.geodesic(start.position, np.asarray(goal.position).reshape(1, 3)))
