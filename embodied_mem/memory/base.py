@@ -259,6 +259,10 @@ class ActionDiary:
         self._stay_poses: list[tuple[float, Pose, int]] = []
         self.last_pose: Pose | None = None
         self.last_stamp: float | None = None
+        # interactions(), paired once per change of the entries (a lifelong diary is long, and
+        # every goal of every query asks for them): ((version, length), all, by day).
+        self._version = getattr(self, "_version", 0) + 1
+        self._paired: tuple | None = None
 
     def set_floor_plan(self, plan: FloorPlan | None) -> None:
         if plan is not None and not isinstance(plan, FloorPlan):
@@ -284,6 +288,7 @@ class ActionDiary:
             receptacle_category, receptacle_attributes = (
                 label_of(inference.receptacle_id) if inference.receptacle_id is not None else (None, {})
             )
+            self._version += 1
             self.entries.append(
                 DiaryEntry(
                     kind="pick" if inference.kind == "grasp" else "place",
@@ -324,6 +329,7 @@ class ActionDiary:
         """Undo what ``record`` did since ``mark``."""
         entries, stays, stay_poses, stay, self.last_pose, self.last_stamp, first_pose = token
         del self.entries[entries:]
+        self._version += 1
         del self.stays[stays:]
         if stay_poses <= len(self._stay_poses) and (not first_pose or self._stay_poses[:1] == first_pose):
             del self._stay_poses[stay_poses:]
@@ -338,16 +344,21 @@ class ActionDiary:
         The robot carries one thing at a time, so a place closes the last open pick (whatever
         the memory thought either was about).
         """
-        found: list[Interaction] = []
-        open_pick: DiaryEntry | None = None
-        for entry in self.entries:
-            if entry.kind == "pick":
-                open_pick = entry
-            elif entry.kind == "place" and open_pick is not None:
-                if day is None or open_pick.day == day:
+        key = (self._version, len(self.entries))  # the length too: a caller may edit the list itself
+        if self._paired is None or self._paired[0] != key:
+            found: list[Interaction] = []
+            by_day: dict[int, list[Interaction]] = {}
+            open_pick: DiaryEntry | None = None
+            for entry in self.entries:
+                if entry.kind == "pick":
+                    open_pick = entry
+                elif entry.kind == "place" and open_pick is not None:
                     found.append(Interaction(open_pick, entry))
-                open_pick = None
-        return found
+                    by_day.setdefault(open_pick.day, []).append(found[-1])
+                    open_pick = None
+            self._paired = (key, found, by_day)
+        _, found, by_day = self._paired
+        return list(found) if day is None else list(by_day.get(day, ()))
 
     def days(self) -> list[int]:
         return sorted({stay.day for stay in self.stays} | {entry.day for entry in self.entries})
@@ -365,6 +376,7 @@ class ActionDiary:
         }
 
     def load_dict(self, data: dict) -> None:
+        self._version += 1
         self.entries = [DiaryEntry.from_dict(entry) for entry in data["entries"]]
         self.stays = [RoomStay.from_dict(stay) for stay in data["stays"]]
         self._stay_poses = [(s.end, s.pose, s.frame_id) for s in self.stays[-1:]]
@@ -427,50 +439,120 @@ def matches(category: str | None, attributes: dict[str, str], wanted: dict | Non
     return all(attributes.get(key) == value for key, value in (wanted.get("attributes") or {}).items())
 
 
-def trajectory_distance(positions: np.ndarray, origin_xy: np.ndarray, cell: float = 0.25):
-    """Travel distance from ``origin_xy`` along the robot's own path, as a function of a point.
+class Grow:
+    """A numpy array grown at the end in amortised O(1) (its capacity doubles): an index that a
+    memory extends as frames arrive instead of rebuilding it from every frame at each recall."""
 
-    The places the robot has been (``positions``, in order) are binned into ``cell`` metre
-    cells joined where the robot moved between them: a graph of known-free routes. A target's
-    distance is the shortest route to the visited cell nearest it plus the straight last leg.
-    Unlike straight-line distance it goes around walls, through doors the robot used.
+    __slots__ = ("data", "size")
+
+    def __init__(self, tail: tuple[int, ...] = (), dtype: Any = np.float64, capacity: int = 16) -> None:
+        self.data = np.empty((capacity, *tail), dtype=dtype)
+        self.size = 0
+
+    def extend(self, rows) -> None:
+        rows = np.asarray(rows, dtype=self.data.dtype).reshape(-1, *self.data.shape[1:])
+        need = self.size + len(rows)
+        if need > len(self.data):
+            grown = np.empty((max(need, 2 * len(self.data)), *self.data.shape[1:]), dtype=self.data.dtype)
+            grown[: self.size] = self.data[: self.size]
+            self.data = grown
+        self.data[self.size : need] = rows
+        self.size = need
+
+    def view(self) -> np.ndarray:
+        """The rows so far (a view: valid until the next extend)."""
+        return self.data[: self.size]
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class RouteGraph:
+    """The places the robot has been, binned into ``cell`` metre cells joined where it moved
+    between them, and where two visited cells touch (the robot stood in both, so the short step
+    between them is free: a wall's two sides are never neighbours, the base keeps clear of it).
+    A graph of known-free routes, grown one position at a time.
+
+    Each edge is kept once, whatever the traffic on it: a route walked a hundred times is no
+    longer than one walked once.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import dijkstra
 
-    positions = np.asarray(positions, dtype=np.float64)[..., :2].reshape(-1, 2)
-    if len(positions) == 0:
-        return lambda xy: float(np.linalg.norm(np.asarray(xy)[:2] - origin_xy[:2]))
-    keys = np.floor(positions / cell).astype(np.int64)
-    unique, index = np.unique(keys, axis=0, return_inverse=True)
-    index = index.reshape(-1)
-    centers = (unique + 0.5) * cell
-    moved = index[1:] != index[:-1]
-    a, b = index[:-1][moved], index[1:][moved]
-    # Neighbouring visited cells are joined too: the robot stood in both, so the short step
-    # between them is free (a wall's two sides are never neighbours: the base keeps clear of it).
-    lookup = {tuple(key): n for n, key in enumerate(unique.tolist())}
-    near_a, near_b = [], []
-    for n, (i, j) in enumerate(unique.tolist()):
-        for di, dj in ((1, 0), (0, 1), (1, 1), (1, -1)):
-            m = lookup.get((i + di, j + dj))
-            if m is not None:
-                near_a.append(n)
-                near_b.append(m)
-    a, b = np.concatenate([a, near_a]).astype(np.int64), np.concatenate([b, near_b]).astype(np.int64)
-    weights = np.linalg.norm(centers[a] - centers[b], axis=1)
-    graph = coo_matrix((weights, (a, b)), shape=(len(unique), len(unique))).tocsr()
-    start = int(np.argmin(np.linalg.norm(centers - np.asarray(origin_xy)[:2], axis=1)))
-    route = dijkstra(graph, directed=False, indices=start)
-    head = float(np.linalg.norm(centers[start] - np.asarray(origin_xy)[:2]))
+    NEIGHBOURS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
 
-    def distance(xy) -> float:
-        legs = np.linalg.norm(centers - np.asarray(xy, dtype=np.float64)[:2], axis=1)
-        # The last leg is straight, so only from places close to the target (never through walls).
-        close = legs <= max(1.5, float(legs.min()) + 0.5)
-        return head + float(np.min(route[close] + legs[close]))
+    def __init__(self, cell: float = 0.25) -> None:
+        self.cell = float(cell)
+        self._cells: dict[tuple[int, int], int] = {}
+        self._centers = Grow((2,))
+        self._edges: set[tuple[int, int]] = set()
+        self._last: int | None = None
+        self._graph = None  # the sparse matrix, rebuilt only after the graph changed
 
-    return distance
+    def extend(self, positions) -> None:
+        """Add positions in the order the robot held them."""
+        positions = np.asarray(positions, dtype=np.float64)[..., :2].reshape(-1, 2)
+        if not len(positions):
+            return
+        keys = np.floor(positions / self.cell).astype(np.int64)
+        changed = np.ones(len(keys), dtype=bool)
+        changed[1:] = np.any(keys[1:] != keys[:-1], axis=1)  # standing still adds nothing
+        for i, j in keys[changed].tolist():
+            self._visit((i, j))
+
+    def _visit(self, key: tuple[int, int]) -> None:
+        n = self._cells.get(key)
+        if n is None:
+            n = len(self._cells)
+            self._cells[key] = n
+            self._centers.extend([(key[0] + 0.5) * self.cell, (key[1] + 0.5) * self.cell])
+            for di, dj in self.NEIGHBOURS:
+                m = self._cells.get((key[0] + di, key[1] + dj))
+                if m is not None:
+                    self._edges.add((m, n))
+            self._graph = None
+        if self._last is not None and self._last != n:
+            edge = (min(self._last, n), max(self._last, n))
+            if edge not in self._edges:
+                self._edges.add(edge)
+                self._graph = None
+        self._last = n
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def distance_from(self, origin_xy):
+        """Travel distance from ``origin_xy`` as a function of a point: the shortest route to
+        the visited cell nearest the point plus the straight last leg. Unlike straight-line
+        distance it goes around walls, through doors the robot used."""
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import dijkstra
+
+        origin = np.asarray(origin_xy, dtype=np.float64)[:2]
+        if not self._cells:
+            return lambda xy: float(np.linalg.norm(np.asarray(xy, dtype=np.float64)[:2] - origin))
+        centers = self._centers.view().copy()
+        if self._graph is None:
+            pairs = np.array(sorted(self._edges), dtype=np.int64).reshape(-1, 2)
+            weights = np.linalg.norm(centers[pairs[:, 0]] - centers[pairs[:, 1]], axis=1)
+            self._graph = coo_matrix((weights, (pairs[:, 0], pairs[:, 1])), shape=(len(centers), len(centers))).tocsr()
+        start = int(np.argmin(np.linalg.norm(centers - origin, axis=1)))
+        route = dijkstra(self._graph, directed=False, indices=start)
+        head = float(np.linalg.norm(centers[start] - origin))
+
+        def distance(xy) -> float:
+            legs = np.linalg.norm(centers - np.asarray(xy, dtype=np.float64)[:2], axis=1)
+            # The last leg is straight, so only from places close to the target (never through walls).
+            close = legs <= max(1.5, float(legs.min()) + 0.5)
+            return head + float(np.min(route[close] + legs[close]))
+
+        return distance
+
+
+def trajectory_distance(positions: np.ndarray, origin_xy: np.ndarray, cell: float = 0.25):
+    """Travel distance from ``origin_xy`` along the robot's own path (``positions``, in order),
+    as a function of a point: ``RouteGraph`` built at once."""
+    graph = RouteGraph(cell)
+    graph.extend(positions)
+    return graph.distance_from(origin_xy)
 
 
 # ----------------------------------------------------------------------------------------

@@ -30,12 +30,13 @@ from embodied_mem.memory.base import (
     InstanceView,
     Entity,
     FrameGate,
+    Grow,
     ReadWriteLock,
+    RouteGraph,
     describe,
     finite_array,
     load_manifest,
     save_manifest,
-    trajectory_distance,
     view_score,
     visible_instances,
 )
@@ -111,41 +112,70 @@ class FrameRecord:
         ]
 
 
-@dataclass
 class Sightings:
-    """All (frame, instance) sightings as flat arrays, grouped by instance id in time order."""
+    """All (frame, instance) sightings as flat arrays, and each instance's rows in time order.
 
-    frames: int
-    last: int | None
-    frame_rows: np.ndarray  # (M,) index into the frame list
-    centroids: np.ndarray  # (M, 3)
-    extents: np.ndarray  # (M, 6)
-    fractions: np.ndarray  # (M,)
-    positions: np.ndarray  # (F, 2) robot x, y per frame
-    yaws: np.ndarray  # (F,)
-    stamps: np.ndarray  # (F,)
-    groups: dict[int, np.ndarray]
+    Kept incrementally: a frame the bank appends is appended here, so recall after a new frame
+    costs that frame, not a rebuild from every frame (which at 100k frames took longer than the
+    whole recall budget). ``build`` makes one from a list of frames (after a load, an undo or a
+    subsampling pass). ``routes``: the robot's route graph over the same frames.
+    """
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.last: int | None = None
+        self._frame_rows = Grow((), np.int64)
+        self._centroids = Grow((3,))
+        self._extents = Grow((6,))
+        self._fractions = Grow(())
+        self._positions = Grow((2,))
+        self._yaws = Grow(())
+        self._stamps = Grow(())
+        self._groups: dict[int, Grow] = {}
+        self.routes = RouteGraph()
 
     @staticmethod
     def build(frames: list[FrameRecord]) -> "Sightings":
-        counts = [f.instance_ids.size for f in frames]
-        frame_rows = np.repeat(np.arange(len(frames)), counts)
-        ids = np.concatenate([f.instance_ids for f in frames] or [np.zeros(0, np.int32)])
-        order = np.argsort(ids, kind="stable")  # stable: time order within each id
-        unique, starts = np.unique(ids[order], return_index=True)
-        groups = {int(i): rows for i, rows in zip(unique, np.split(order, starts[1:]))} if len(ids) else {}
-        return Sightings(
-            frames=len(frames),
-            last=frames[-1].frame_id if frames else None,
-            frame_rows=frame_rows,
-            centroids=np.concatenate([f.centroids for f in frames] or [np.zeros((0, 3), np.float32)]).astype(np.float64),
-            extents=np.concatenate([f.extents for f in frames] or [np.zeros((0, 6), np.float32)]).astype(np.float64),
-            fractions=np.concatenate([f.fractions for f in frames] or [np.zeros(0, np.float32)]).astype(np.float64),
-            positions=np.array([f.pose.position[:2] for f in frames]).reshape(-1, 2),
-            yaws=np.array([f.pose.yaw for f in frames]),
-            stamps=np.array([f.stamp for f in frames]),
-            groups=groups,
-        )
+        index = Sightings()
+        for frame in frames:
+            index.append(frame)
+        return index
+
+    def append(self, frame: FrameRecord) -> None:
+        start = len(self._frame_rows)
+        count = frame.instance_ids.size
+        self._frame_rows.extend(np.full(count, self.frames, np.int64))
+        self._centroids.extend(frame.centroids)
+        self._extents.extend(frame.extents)
+        self._fractions.extend(frame.fractions)
+        for row, instance_id in enumerate(frame.instance_ids.tolist(), start):
+            rows = self._groups.get(instance_id)
+            if rows is None:
+                rows = self._groups[instance_id] = Grow((), np.int64, capacity=4)
+            rows.extend([row])
+        self._positions.extend(frame.pose.position[:2])
+        self._yaws.extend([frame.pose.yaw])
+        self._stamps.extend([frame.stamp])
+        self.routes.extend(frame.pose.position[:2])
+        self.frames += 1
+        self.last = frame.frame_id
+
+    def rows(self, instance_id: int) -> np.ndarray | None:
+        """The sighting rows of one instance, oldest first (None: never seen)."""
+        rows = self._groups.get(instance_id)
+        return None if rows is None else rows.view()
+
+    @property
+    def groups(self) -> dict[int, np.ndarray]:
+        return {instance_id: rows.view() for instance_id, rows in self._groups.items()}
+
+    frame_rows = property(lambda self: self._frame_rows.view(), doc="(M,) index into the frame list")
+    centroids = property(lambda self: self._centroids.view(), doc="(M, 3)")
+    extents = property(lambda self: self._extents.view(), doc="(M, 6) min xyz, max xyz")
+    fractions = property(lambda self: self._fractions.view(), doc="(M,)")
+    positions = property(lambda self: self._positions.view(), doc="(F, 2) robot x, y per frame")
+    yaws = property(lambda self: self._yaws.view(), doc="(F,)")
+    stamps = property(lambda self: self._stamps.view(), doc="(F,)")
 
 
 class FrameBank:
@@ -174,9 +204,13 @@ class FrameBank:
         self._dirty = False  # subsampling: tracks and diary to rebuild from the kept frames
         self._stride = 1  # subsampling: keep stream index % stride == 0
         self._stream_index: dict[int, int] = {}
-        self._matrix: np.ndarray | None = None
+        self._matrix: Grow | None = None
         self._pending: list[FrameRecord] = []
         self._index: Sightings | None = None
+        # Catalog entries per instance, with the number of its sightings they were made from:
+        # an instance's entry changes only when a frame sees it (its label votes too), so a
+        # recall after a new frame recomputes the few instances that frame saw.
+        self._entities: dict[int, tuple[int, Entity]] = {}
 
     def set_floor_plan(self, plan: FloorPlan | None) -> None:
         """The map the robot is deployed with: rooms for the diary and the captions."""
@@ -207,10 +241,12 @@ class FrameBank:
                 self.frames.append(record)
                 self._pending.append(record)
                 self._stream_index[record.frame_id] = index
-                self._matrix, self._index = None, None
                 if self.max_frames is None:
                     self._associate(record, self.tracker, self._diary)
+                    if self._index is not None:  # the index grows with the bank (undo drops it)
+                        self._index.append(record)
                 else:
+                    self._matrix, self._index, self._entities = None, None, {}
                     self._dirty = True
                     self._decimate()
                 if len(self._pending) >= EMBED_BATCH:
@@ -232,7 +268,7 @@ class FrameBank:
             del self._pending[pending:]
             self._stream_index.pop(record.frame_id, None)
         self._dirty, self._stride = dirty, stride
-        self._matrix, self._index = None, None
+        self._matrix, self._index, self._entities = None, None, {}
 
     def _associate(self, record: FrameRecord, tracker: EntityTracker, diary: ActionDiary) -> None:
         """Tie a frame's detections to tracks, and note what its grasps / releases were about."""
@@ -289,7 +325,7 @@ class FrameBank:
             record.embedding = (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32)
             record.parts = []
         self._pending = []  # only now: an encoder that raised leaves them pending, not lost
-        self._matrix = None
+        # The matrix holds only frames embedded before it grew: pending frames are its tail.
 
     def flush(self) -> None:
         """Finish deferred work (caption embeddings, subsampled association) so recall sees every frame."""
@@ -320,7 +356,7 @@ class FrameBank:
         diary.set_floor_plan(self._diary.floor_plan)
         for record in self.frames:
             self._associate(record, tracker, diary)
-        self.tracker, self._diary, self._dirty, self._index = tracker, diary, False, None
+        self.tracker, self._diary, self._dirty, self._index, self._entities = tracker, diary, False, None, {}
 
     @property
     def diary(self) -> ActionDiary:
@@ -350,31 +386,37 @@ class FrameBank:
 
     # ------------------------------------------------------------------ structured recall
     def _sightings(self) -> "Sightings":
-        """Every (frame, instance) pair as flat arrays, rebuilt only after the frames changed."""
+        """Every (frame, instance) pair as flat arrays: built once, then grown frame by frame."""
         if self._index is None or self._index.frames != len(self.frames) or self._index.last != (self.frames[-1].frame_id if self.frames else None):
-            self._index = Sightings.build(self.frames)
+            self._index, self._entities = Sightings.build(self.frames), {}
         return self._index
 
     def catalog(self) -> list[Entity]:
         """Every instance where it was last seen, with the box of all its sightings there."""
         index = self._sightings()
-        trusted = {t.track_id for t in self.tracker.confirmed()}
         entities = []
-        for instance_id, rows in index.groups.items():
-            if instance_id not in trusted:
-                continue  # seen once: likely a false detection
-            latest = rows[-1]
-            position = index.centroids[latest]
-            here = rows[np.linalg.norm(index.centroids[rows] - position, axis=1) <= 0.5]
-            box = (index.extents[here, :3].min(axis=0), index.extents[here, 3:].max(axis=0))
-            category, attributes = self._label_of(instance_id)
-            stamp = self.frames[index.frame_rows[latest]].stamp
-            entities.append(Entity(instance_id, attributes.get("kind", "object"), category, attributes, position.copy(), stamp, box))
+        for track in self.tracker.confirmed():  # seen once: likely a false detection
+            rows = index.rows(track.track_id)
+            if rows is None:
+                continue
+            cached = self._entities.get(track.track_id)
+            if cached is None or cached[0] != len(rows):
+                cached = self._entities[track.track_id] = (len(rows), self._entity(track.track_id, rows, index))
+            entities.append(cached[1])
         return entities
+
+    def _entity(self, instance_id: int, rows: np.ndarray, index: "Sightings") -> Entity:
+        latest = rows[-1]
+        position = index.centroids[latest]
+        here = rows[np.linalg.norm(index.centroids[rows] - position, axis=1) <= 0.5]
+        box = (index.extents[here, :3].min(axis=0), index.extents[here, 3:].max(axis=0))
+        category, attributes = self._label_of(instance_id)
+        stamp = float(index.stamps[index.frame_rows[latest]])
+        return Entity(instance_id, attributes.get("kind", "object"), category, attributes, position.copy(), stamp, box)
 
     def distance_from(self, near: Pose):
         """Travel distance along the routes the kept frames show the robot took."""
-        return trajectory_distance(self._sightings().positions, near.position)
+        return self._sightings().routes.distance_from(near.position)
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
@@ -390,7 +432,7 @@ class FrameBank:
     def _best_view(self, entity_id: int, goal: ResolvedGoal) -> Hit | None:
         """The frame that shows the entity where it is now, largest and most centred."""
         index = self._sightings()
-        rows = index.groups.get(entity_id)
+        rows = index.rows(entity_id)
         if rows is None:
             return None
         track = self.tracker.tracks.get(entity_id)
@@ -424,10 +466,12 @@ class FrameBank:
 
     # ------------------------------------------------------------------ language recall
     def _embeddings(self) -> np.ndarray:
-        if self._matrix is None or len(self._matrix) != len(self.frames):
-            dim = self.encoder.dim
-            self._matrix = np.stack([f.embedding for f in self.frames]) if self.frames else np.zeros((0, dim), np.float32)
-        return self._matrix
+        """Every kept frame's caption embedding; grown at the end while frames are only appended."""
+        if self._matrix is None or len(self._matrix) > len(self.frames):
+            self._matrix = Grow((self.encoder.dim,), np.float32)
+        if len(self._matrix) < len(self.frames):
+            self._matrix.extend(np.stack([f.embedding for f in self.frames[len(self._matrix) :]]))
+        return self._matrix.view()
 
     def _recall_text(self, query: Query) -> list[Hit]:
         if not self.frames:
@@ -527,11 +571,13 @@ class FrameBank:
             if np.any(np.diff(arrays["stamps"]) < 0):
                 raise ValueError("frame stamps go back in time")
             frames = []
+            # Frame n's detections are rows bounds[n]:bounds[n + 1] (instance_frame is sorted).
+            bounds = np.searchsorted(owner, np.arange(count + 1), side="left")
             for n, meta in enumerate(state["frames"]):
-                rows = arrays["instance_frame"] == n
+                rows = slice(int(bounds[n]), int(bounds[n + 1]))
                 labels = [str(label) for label in meta["labels"]]
-                if len(labels) != int(rows.sum()) or len(meta["attributes"]) != len(labels):
-                    raise ValueError(f"frame {n}: {len(labels)} labels for {int(rows.sum())} detections")
+                if len(labels) != rows.stop - rows.start or len(meta["attributes"]) != len(labels):
+                    raise ValueError(f"frame {n}: {len(labels)} labels for {rows.stop - rows.start} detections")
                 frames.append(
                     FrameRecord(
                         frame_id=int(arrays["frame_ids"][n]),

@@ -234,3 +234,67 @@ def test_a_failure_inside_observe_leaves_no_partial_write(one_day, name, monkeyp
     assert after == before
     memory.observe(one_day.observations[grasp])  # and the same frame is taken afterwards
     assert memory.stats().frames_seen == before[0].frames_seen + 1
+
+
+def test_the_index_grown_frame_by_frame_answers_as_one_built_from_every_frame(one_day):
+    """Recall between frames grows the sightings index and the catalog entries; the answers,
+    catalog and route distances equal those of an index built from scratch."""
+    from embodied_mem.memory.frame_bank import Sightings
+
+    memory = build("memory", {"name": "frame_bank", "encoder": "gt_hash"})
+    memory.set_floor_plan(one_day.episode.floor_plan())
+    query = first_object_query(one_day.episode.final_pose)
+    for n, obs in enumerate(one_day.observations):
+        memory.observe(obs)
+        if n % 40 == 39:
+            memory.recall(query)  # builds the index once, then it grows
+            memory.recall(Query("a mug", k=3))
+    grown_index = memory._index
+    assert grown_index is not None and grown_index.frames == len(memory.frames)
+    grown = {e.entity_id: e for e in memory.catalog()}
+    answer = memory.recall(query).hits
+    text = memory.recall(Query("a mug", k=3)).hits
+    far = memory.distance_from(one_day.episode.final_pose)
+
+    rebuilt = Sightings.build(memory.frames)
+    for name in ("frame_rows", "centroids", "extents", "fractions", "positions", "yaws", "stamps"):
+        np.testing.assert_array_equal(getattr(grown_index, name), getattr(rebuilt, name), err_msg=name)
+    assert grown_index.groups.keys() == rebuilt.groups.keys()
+    memory._index, memory._entities, memory._matrix = None, {}, None  # the next recall rebuilds all
+    fresh = {e.entity_id: e for e in memory.catalog()}
+    assert grown.keys() == fresh.keys() and len(fresh) > 5
+    for entity_id, entity in fresh.items():
+        assert (grown[entity_id].category, grown[entity_id].attributes) == (entity.category, entity.attributes)
+        np.testing.assert_array_equal(grown[entity_id].position, entity.position)
+        np.testing.assert_array_equal(grown[entity_id].extent[0], entity.extent[0])
+    assert [(h.frame_id, h.object_id) for h in memory.recall(query).hits] == [(h.frame_id, h.object_id) for h in answer] != []
+    assert [h.frame_id for h in memory.recall(Query("a mug", k=3)).hits] == [h.frame_id for h in text]
+    again = memory.distance_from(one_day.episode.final_pose)
+    for entity in list(fresh.values())[:10]:
+        assert again(entity.position) == pytest.approx(far(entity.position))
+
+
+def test_a_route_walked_many_times_is_no_longer_than_one_walked_once():
+    from embodied_mem.memory.base import RouteGraph, trajectory_distance
+
+    corridor = np.column_stack([np.linspace(0.0, 10.0, 81), np.zeros(81)])
+    once = trajectory_distance(corridor, np.zeros(2))
+    many = trajectory_distance(np.concatenate([corridor, corridor[::-1]] * 20), np.zeros(2))
+    assert once([10.0, 0.0]) == pytest.approx(10.0, abs=0.3)
+    assert many([10.0, 0.0]) == pytest.approx(once([10.0, 0.0]))
+    # Grown one position at a time, the graph is the one built at once.
+    graph = RouteGraph()
+    for xy in corridor:
+        graph.extend(xy)
+    assert graph.distance_from(np.zeros(2))([10.0, 0.0]) == pytest.approx(once([10.0, 0.0]))
+
+
+def test_route_distance_goes_around_a_wall_the_robot_walked_around():
+    from embodied_mem.memory.base import trajectory_distance
+
+    # Up one side of a wall at x = 0 (from y = -3 to 3), round its end, and down the other side.
+    up = np.column_stack([np.full(60, -1.0), np.linspace(-3.0, 4.0, 60)])
+    across = np.column_stack([np.linspace(-1.0, 1.0, 17), np.full(17, 4.0)])
+    down = np.column_stack([np.full(60, 1.0), np.linspace(4.0, -3.0, 60)])
+    distance = trajectory_distance(np.concatenate([up, across, down]), np.array([-1.0, -3.0]))
+    assert distance([1.0, -3.0]) == pytest.approx(7.0 + 2.0 + 7.0, abs=0.6)  # not the 2 m straight line
