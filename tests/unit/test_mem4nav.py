@@ -1037,13 +1037,15 @@ def test_ltm_distances_cosines_and_bytes_are_what_they_claim():
     for key, distance in index.search(query[None], 5)[0]:
         assert distance == pytest.approx(float(np.sum((tokens[key] - query) ** 2)), rel=1e-4)
     assert index.nbytes == index.matrix.nbytes + index.sq_norms.nbytes + index.live.nbytes == 16 * (16 * 4 + 4 + 1)
-    assert ltm_module._cosine(np.array([3.0, 4.0]), np.array([2.0, 0.0])) == pytest.approx(0.6)
-    assert ltm_module._cosine(np.zeros(2), np.array([2.0, 0.0])) == 0.0
     ltm = LongTermMemory(ReversibleTransformer(TransformerSpec(dim=8, chunks=2, heads=2)), theta_norm=0.1, capacity=4)
     vectors = 2.0 * unit(rng, 3, 8)
     ltm.write([("leaf", n) for n in range(3)], vectors)
     (matches,) = ltm.retrieve(vectors[:1], candidates=3, m=3)
     assert matches[0].key == ("leaf", 0) and matches[0].cosine == pytest.approx(1.0, abs=1e-5)
+    for match in matches:  # the cosine of vectors that are not unit
+        expected = float(match.v_s @ vectors[0]) / float(np.linalg.norm(match.v_s) * np.linalg.norm(vectors[0]))
+        assert match.cosine == pytest.approx(expected, abs=1e-6)
+    assert [m.cosine for m in ltm.retrieve(np.zeros((1, 8)), candidates=3, m=3, remember=False)[0]] == [0.0, 0.0, 0.0]  # a zero query
     assert len(ltm._queries) == 1 and len(ltm._decoded) == 3  # a retrieve remembers its query by default
     assert ltm.nbytes == ltm.index.nbytes + 4 * 8 * 3  # the decode cache at its warm size; the query LRU is not counted
     ltm.clear_caches()
@@ -1382,3 +1384,38 @@ def test_each_component_journal_undoes_exactly_what_it_recorded():
     assert octree_state(octree) != before
     journal.rollback()
     assert octree_state(octree) == before and home.sightings[5].stamp == 1.0 and list(home.sightings) == [5]
+
+
+def test_flush_settles_the_deferred_reads_and_changes_no_answer(observed, history):
+    """flush() decodes every token written since the last read and builds the catalog; the
+    answers after it are those a memory that did not flush gives."""
+    memory = observed
+    other = Mem4Nav(memory.config)
+    other.restore(*memory._state())
+    assert other.ltm._stale  # a restored memory has decoded nothing yet
+    near = history[1][-1].pose
+    queries = [first_picked(near), first_picked(near, "receptacle", "start"), first_picked(near, "receptacle", "goal"), Query("a table", k=3)]
+    queries += [Query("", k=5, near=near, constraints={"goals": [{"target": "object", "category": e.category}], "ordered": False}) for e in other.catalog()[:8]]
+    expected = [[(h.frame_id, h.object_id, h.score) for h in other.recall(q).hits] for q in queries]
+    flushed = Mem4Nav(memory.config)
+    flushed.restore(*memory._state())
+    flushed.flush()
+    assert not flushed.ltm._stale and flushed._catalog is not None and len(flushed.ltm._decoded) == len(flushed.ltm)
+    assert [[(h.frame_id, h.object_id, h.score) for h in flushed.recall(q).hits] for q in queries] == expected
+
+
+def test_retrieve_asks_each_distinct_vector_once_and_answers_every_row(observed):
+    vectors = observed.stm.vectors[:3].astype(np.float32)
+    position = observed.graph.position(observed.graph.current)
+    repeated = np.concatenate([vectors, vectors[::-1], vectors[:1]])
+    calls = []
+    ltm_retrieve = observed.ltm.retrieve
+    observed.ltm.retrieve = lambda q, *a, **k: calls.append(len(q)) or ltm_retrieve(q, *a, **k)
+    try:
+        answers = observed.retrieve(repeated, position, stm_k=3, ltm_m=3)
+    finally:
+        del observed.ltm.retrieve
+    alone = [observed.retrieve(v[None], position, stm_k=3, ltm_m=3)[0] for v in repeated]
+    assert len(answers) == len(repeated) and all(n <= 3 for n in calls)
+    for got, want in zip(answers, alone):
+        assert got[0] == want[0] and [(m.key, m.cosine) for m in got[1]] == [(m.key, m.cosine) for m in want[1]]

@@ -426,6 +426,14 @@ class LongTermMemory:
                 self._stale.pop(key, None)
         return [self._decoded[key] for key in keys]
 
+    def settle(self) -> int:
+        """Decode every key written since the last read now (the deferred part of reads);
+        returns how many. Reads then find them cached, with the values they would compute."""
+        stale = [key for key in self._stale if key in self.index.slot_of]
+        if stale:
+            self.decoded(stale)
+        return len(stale)
+
     def retrieve(self, queries: np.ndarray, candidates: int, m: int, remember: bool = True) -> list[list[LtmMatch]]:
         """Per query: top-``candidates`` tokens by L2, decoded, re-ranked by cos(v_s, v_q), top ``m``.
         ``remember``: keep the query tokens (for queries that recur, e.g. entity descriptions)."""
@@ -434,10 +442,16 @@ class LongTermMemory:
             return [[] for _ in queries]
         found = self.index.search(self.query_tokens(queries, remember), candidates)
         union = list(dict.fromkeys(key for row in found for key, _ in row))
-        v_s = dict(zip(union, self.decoded(union)))
+        decoded = self.decoded(union)
+        column = {key: n for n, key in enumerate(union)}
+        # Every cosine at once (many goals ask for dozens of entities, each 32 candidates).
+        v_s = np.array(decoded, dtype=np.float64).reshape(len(union), self.dim)
+        q = queries.astype(np.float64)
+        scale = np.linalg.norm(q, axis=1)[:, None] * np.linalg.norm(v_s, axis=1)[None, :]
+        cosines = np.divide(q @ v_s.T, scale, out=np.zeros((len(q), len(union))), where=scale > 0)
         results = []
-        for query, row in zip(queries, found):
-            matches = [LtmMatch(key, _cosine(v_s[key], query), distance, v_s[key]) for key, distance in row]
+        for n, row in enumerate(found):
+            matches = [LtmMatch(key, float(cosines[n, column[key]]), distance, decoded[column[key]]) for key, distance in row]
             matches.sort(key=lambda match: -match.cosine)
             results.append(matches[:m])
         return results
@@ -495,7 +509,3 @@ class LongTermMemory:
         ltm._stale = dict.fromkeys(keys)
         return ltm
 
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.dot(a, b)) / denominator if denominator > 0 else 0.0

@@ -180,6 +180,14 @@ class Mem4Nav:
     def diary(self) -> ActionDiary:
         return self._diary
 
+    def flush(self) -> None:
+        """Do now the work the next recall would otherwise do first: decode the LTM tokens
+        written since the last read (R^-1, in chunks) and build the catalog."""
+        with self._lock.writing():
+            self.ltm.settle()
+            if self._catalog is None:
+                self._catalog = self._build_catalog()
+
     def set_floor_plan(self, plan: FloorPlan | None) -> None:
         """The map the robot is deployed with: the diary's rooms (kept over ``reset``)."""
         with self._lock.writing():
@@ -294,6 +302,14 @@ class Mem4Nav:
         """
         c = self.config
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        # Equal vectors get equal answers: each distinct one is asked once (a goal such as "a
+        # toolbox" names every toolbox track, most with the same description).
+        rows_of: dict[bytes, int] = {}
+        inverse = [rows_of.setdefault(vector.tobytes(), len(rows_of)) for vector in vectors]
+        if len(rows_of) < len(vectors):
+            distinct = vectors[[inverse.index(n) for n in range(len(rows_of))]]
+            answered = self.retrieve(distinct, position, stm_k, ltm_m, remember)
+            return [answered[n] for n in inverse]
         stm_k, ltm_m = stm_k or c.stm_top_k, ltm_m or c.ltm_top_m
         answers: list[tuple[str, list[Retrieved]] | None] = [None] * len(vectors)
         if self.graph.current is not None:
@@ -451,21 +467,22 @@ class Mem4Nav:
         known = [i for i in entity_ids if i in self.tracker.tracks]
         retrieved = self.retrieve(self._description_vectors(known), position) if known else []
         by_entity = dict(zip(known, retrieved))
+        places = {e.object_id: e for e in self._diary.entries if e.kind == "place"}  # the last release of each object
         hits = []
         for entity_id in entity_ids:
-            hit = self._entity_hit(entity_id, by_entity.get(entity_id), goal, position)
+            hit = self._entity_hit(entity_id, by_entity.get(entity_id), goal, position, places)
             if hit is not None:
                 hits.append(hit)
         hits.sort(key=lambda hit: -hit.score)
         return hits
 
-    def _entity_hit(self, entity_id: int, answer: tuple[str, list[Retrieved]] | None, goal: ResolvedGoal, position: np.ndarray) -> Hit | None:
+    def _entity_hit(self, entity_id: int, answer: tuple[str, list[Retrieved]] | None, goal: ResolvedGoal, position: np.ndarray, places: dict) -> Hit | None:
         """The leaf where the entity was last seen since it last moved, preferring one the
         retrieval returned."""
         interaction = goal.interaction_poses.get(entity_id)
         latest = self._latest_leaf(entity_id)
         if latest is None:  # never seen with depth, or not seen since the robot put it down
-            return self._diary_hit(entity_id, interaction)
+            return self._diary_hit(entity_id, interaction, places.get(entity_id))
         chosen, source = latest, "bookkeeping"
         candidates = self._retrieved_leaves(entity_id, answer[1] if answer else [])
         if candidates:
@@ -491,7 +508,7 @@ class Mem4Nav:
                 found[leaf.code] = leaf
         return list(found.values())
 
-    def _diary_hit(self, entity_id: int, interaction: list | None) -> Hit | None:
+    def _diary_hit(self, entity_id: int, interaction: list | None, place=None) -> Hit | None:
         """Not seen with depth (or not since the robot put it down): where the robot stood when
         it interacted with it; for an object it moved, the release frame and point."""
         track = self.tracker.tracks.get(entity_id)
@@ -499,10 +516,8 @@ class Mem4Nav:
         if interaction:
             pose, frame_id, stamp = interaction[-1]
             return Hit(frame_id, stamp, pose, target, entity_id, 0.1, self.name, {"source": "diary"})
-        entries = [e for e in self._diary.entries if e.object_id == entity_id and e.kind == "place"]
-        if entries:
-            entry = entries[-1]
-            return Hit(entry.frame_id, entry.stamp, entry.pose, target, entity_id, 0.1, self.name, {"source": "diary"})
+        if place is not None:  # the last release of it the diary holds
+            return Hit(place.frame_id, place.stamp, place.pose, target, entity_id, 0.1, self.name, {"source": "diary"})
         return None
 
     def _recall_text(self, query: Query) -> list[Hit]:
