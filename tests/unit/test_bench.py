@@ -28,3 +28,14 @@ def test_observe_is_not_starved_by_recalling_threads(one_day):
     rows = concurrent_ingest(["frame_bank"], one_day.observations[:120], one_day.tasks[:5], one_day.episode.final_pose, "gt_hash", 4)
     row = rows[0]
     assert row["ingest_fps_4"] > 0 and row["recalls_4"] > 0 and row["ratio"] > 0
+
+
+def test_memory_scaling_times_recall_on_a_still_memory_and_after_each_new_frame(one_day):
+    from embodied_mem.eval.bench import memory_scaling
+
+    tasks = one_day.tasks[:6]
+    (row,) = memory_scaling(["frame_bank"], [80], one_day.observations, tasks, one_day.episode.final_pose, "gt_hash", False, one_day.episode.floor_plan())
+    assert row["observations"] == 80 and row["items"] == 80  # the live frames come after stats()
+    for key in ("recall_ms_p50", "recall_ms_p95", "warm_ms_p95", "live_ms_p50", "live_ms_p95", "text_ms_p95"):
+        assert 0.0 < row[key] < 60_000.0, key
+    assert row["live_ms_p50"] <= row["live_ms_p95"] and row["recall_ms_p50"] <= row["recall_ms_p95"]
