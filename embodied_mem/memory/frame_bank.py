@@ -6,8 +6,10 @@ for each detection its label, attributes, pixel count and 3D centroid (not the i
 frames of 320x240 RGB-D would be 8 GB). Detections carry no identity, so the frames are tied
 together by the shared ``EntityTracker`` (``memory/association.py``): the ids a frame names are
 the memory's own tracks, and its diary says what the tracker inferred each grasp and release
-was about. Recall is an exact scan. These are the yardsticks every other system is measured
-against in the same run.
+was about. Recall is an exact scan: every sighting of each entity a goal names is scored. The
+flat sightings index and the per-entity catalog entries grow with the bank (an entry is redone
+only when a frame sees that entity), so at 100k frames a recall does not rebuild them from every
+frame. These are the yardsticks every other system is measured against in the same run.
 
 ``subsampled_frames`` keeps 96 frames and knows only what they show: its tracks and diary are
 rebuilt from the kept frames alone (a grasp in a dropped frame is forgotten), as FindingDory's

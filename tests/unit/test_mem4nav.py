@@ -1419,3 +1419,25 @@ def test_retrieve_asks_each_distinct_vector_once_and_answers_every_row(observed)
     assert len(answers) == len(repeated) and all(n <= 3 for n in calls)
     for got, want in zip(answers, alone):
         assert got[0] == want[0] and [(m.key, m.cosine) for m in got[1]] == [(m.key, m.cosine) for m in want[1]]
+
+
+def test_catalog_entries_kept_between_frames_equal_a_catalog_built_from_scratch(history):
+    """Entries are redone only for tracks whose state changed: after a day of frames with
+    catalogs asked in between, they are the entries a fresh build makes."""
+    episode, frames = history
+    memory = small_system()
+    memory.set_floor_plan(episode.floor_plan())
+    for n, obs in enumerate(frames):
+        memory.observe(obs)
+        if n % 25 == 0:
+            memory.catalog()
+    kept = memory.catalog()
+    memory._changed()  # entries dropped: everything rebuilt
+    fresh = memory.catalog()
+    assert len(fresh) > 5 and [e.entity_id for e in kept] == [e.entity_id for e in fresh]
+    for a, b in zip(kept, fresh):
+        assert (a.kind, a.category, a.attributes, a.last_seen) == (b.kind, b.category, b.attributes, b.last_seen)
+        np.testing.assert_array_equal(a.position, b.position)
+        np.testing.assert_array_equal(a.extent[0], b.extent[0])
+        np.testing.assert_array_equal(a.extent[1], b.extent[1])
+    assert any(t.moved_at is not None for t in memory.tracker.tracks.values())  # the day moved things
