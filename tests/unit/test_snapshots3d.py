@@ -1512,3 +1512,45 @@ def test_detection_exactly_at_3_5_m_is_kept_and_overlap_exactly_0_7_does_not_mer
         b = pair.add(detection(row([*range(shared), *range(10, 20 - shared)]), np.eye(4)[0], conf=0.5), 1.0)
         assert pair.objects[a].overlap_fraction(pair.objects[b].points, 0.025) == shared / 10 == pair.objects[b].overlap_fraction(pair.objects[a].points, 0.025)
         assert pair.merge_overlapping() == ({b: a} if merges else {}), shared
+
+
+def test_goal_geometry_rules_the_mutation_pass_left_untested():
+    """Cell centres, the k smallest without ties, grid bounds, the step back off furniture and
+    its limit, and a three-object group looked at along its PCA short axis."""
+    from embodied_mem.memory.snapshots3d.goals import _inside, first_k, line_of_sight, stand_cells
+
+    stand = np.zeros((6, 7), dtype=bool)
+    stand[3, 4] = True
+    assert stand_cells(stand).tolist() == [[3.5, 4.5]]  # cell i spans [i, i + 1)
+    distinct = np.random.default_rng(4).permutation(300).astype(float)
+    for k in (1, 2, 7, 60, 299, 300):
+        assert np.array_equal(first_k(distinct, k), np.argsort(distinct)[:k])
+    for point, inside in (((0.0, 0.0), True), ((5.99, 6.99), True), ((6.0, 0.0), False), ((0.0, 7.0), False), ((-0.01, 0.0), False), ((0.0, -0.01), False)):
+        assert bool(_inside((6, 7), np.array(point))) is inside, point
+
+    # A target on furniture 4 cells deep (along -y from the start): the step back crosses it
+    # when 2 * max_steps >= 4, not when it is 3.
+    grid = free_grid()
+    target = np.array([40.5, 40.5])
+    grid.evidence[40, 37:41] = 5  # cells y = 37..40 occupied, the target in the last
+    start = np.array([40.5, 30.5])
+    assert line_of_sight(grid, start, target, 2.0)  # 4 steps back reach free y = 36
+    assert not line_of_sight(grid, start, target, 1.5)  # 3 steps allowed: still on the furniture
+    assert not line_of_sight(grid, np.array([40.5, 45.5]), np.array([40.5, 34.5]), 20)  # the furniture is in between
+
+    # Three objects, not on a line: the goal is along the PCA short axis, on the observer's side
+    # (the first two centres alone would give a different axis).
+    grid = free_grid()
+    stand = standable(grid, 0.3)
+    centres = np.array([[0.0, 0.0], [0.2, 1.0], [3.0, 0.2]])
+    local = centres / grid.resolution - grid.origin
+    local = np.unique(np.floor(local), axis=0) + 0.5
+    mean = local.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov((local - mean).T))
+    short = vectors[:, int(np.argmin(values))]
+    observer = np.array([1.0, -3.0])
+    if np.dot(mean - (observer / grid.resolution - grid.origin), short) <= 0:
+        short = -short
+    goal = observe_point_group(grid, stand, centres, observer, 1.0)
+    offset = goal / grid.resolution - grid.origin - mean
+    assert np.dot(offset, -short) / np.linalg.norm(offset) > np.cos(np.radians(10)), (goal, short)
