@@ -1554,3 +1554,14 @@ def test_goal_geometry_rules_the_mutation_pass_left_untested():
     goal = observe_point_group(grid, stand, centres, observer, 1.0)
     offset = goal / grid.resolution - grid.origin - mean
     assert np.dot(offset, -short) / np.linalg.norm(offset) > np.cos(np.radians(10)), (goal, short)
+
+
+def test_group_goal_is_the_ring_cell_straight_across_from_the_centre_of_the_centres():
+    """Two objects 1 m apart in the open, seen from below: the goal is the cell exactly one
+    distance below the middle of their (cell-centred) positions."""
+    grid = free_grid()
+    centres = np.array([[-0.45, 0.95], [0.55, 0.95]])
+    goal = observe_point_group(grid, standable(grid, 0.3), centres, np.array([0.05, -2.0]), 1.0)
+    assert np.allclose(goal, [0.05, -0.05])
+    above = observe_point_group(grid, standable(grid, 0.3), centres, np.array([0.05, 3.0]), 1.0)
+    assert np.allclose(above, [0.05, 1.95])  # seen from above: the other side
