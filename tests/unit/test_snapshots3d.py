@@ -1565,3 +1565,16 @@ def test_group_goal_is_the_ring_cell_straight_across_from_the_centre_of_the_cent
     assert np.allclose(goal, [0.05, -0.05])
     above = observe_point_group(grid, standable(grid, 0.3), centres, np.array([0.05, 3.0]), 1.0)
     assert np.allclose(above, [0.05, 1.95])  # seen from above: the other side
+
+
+def test_kmeans_finds_three_separated_blobs_and_gives_each_point_its_own_cluster_when_k_is_n():
+    """Two-means alone cannot tell a swapped update from the right one; three blobs can."""
+    rng = np.random.default_rng(9)
+    blobs = [np.array([0.0, 0.0]), np.array([5.0, 0.0]), np.array([0.0, 5.0])]
+    points = np.concatenate([centre + 0.2 * rng.standard_normal((12, 2)) for centre in blobs])
+    labels = clustering.kmeans(points, 3)
+    groups = {tuple(sorted(np.flatnonzero(labels == label))) for label in set(labels.tolist())}
+    assert groups == {tuple(range(0, 12)), tuple(range(12, 24)), tuple(range(24, 36))}
+    assert np.array_equal(clustering.kmeans(points, 3), labels)  # seeded: deterministic
+    assert clustering.kmeans(points[:4], 4).tolist() == [0, 1, 2, 3]  # k = n: one point each
+    assert len(set(clustering.kmeans(points[:5], 4).tolist())) == 4  # k < n: still k clusters
