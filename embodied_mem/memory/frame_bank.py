@@ -37,6 +37,7 @@ from embodied_mem.memory.base import (
     RouteGraph,
     describe,
     finite_array,
+    frame_slices,
     load_manifest,
     save_manifest,
     view_score,
@@ -567,16 +568,12 @@ class FrameBank:
             rows = len(finite_array(arrays, "instance_frame", "i"))
             for name, tail, kind in (("instance_ids", (), "i"), ("pixels", (), "i"), ("centroids", (3,), "f"), ("extents", (6,), "f"), ("fractions", (), "f"), ("scores", (), "f"), ("gt_ids", (), "i")):
                 finite_array(arrays, name, kind, tail, rows)
-            owner = arrays["instance_frame"]
-            if rows and (owner.min() < 0 or owner.max() >= count or np.any(np.diff(owner) < 0)):
-                raise ValueError("instance_frame is not a sorted index into the frames")
+            slices = frame_slices(arrays["instance_frame"], count, "instance_frame")
             if np.any(np.diff(arrays["stamps"]) < 0):
                 raise ValueError("frame stamps go back in time")
             frames = []
-            # Frame n's detections are rows bounds[n]:bounds[n + 1] (instance_frame is sorted).
-            bounds = np.searchsorted(owner, np.arange(count + 1), side="left")
             for n, meta in enumerate(state["frames"]):
-                rows = slice(int(bounds[n]), int(bounds[n + 1]))
+                rows = slices[n]
                 labels = [str(label) for label in meta["labels"]]
                 if len(labels) != rows.stop - rows.start or len(meta["attributes"]) != len(labels):
                     raise ValueError(f"frame {n}: {len(labels)} labels for {rows.stop - rows.start} detections")

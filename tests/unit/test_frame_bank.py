@@ -298,3 +298,14 @@ def test_route_distance_goes_around_a_wall_the_robot_walked_around():
     down = np.column_stack([np.full(60, 1.0), np.linspace(4.0, -3.0, 60)])
     distance = trajectory_distance(np.concatenate([up, across, down]), np.array([-1.0, -3.0]))
     assert distance([1.0, -3.0]) == pytest.approx(7.0 + 2.0 + 7.0, abs=0.6)  # not the 2 m straight line
+
+
+def test_frame_slices_cut_sorted_detection_rows_per_frame_and_refuse_anything_else():
+    from embodied_mem.memory.base import frame_slices
+
+    owner = np.array([0, 0, 2, 2, 2, 3])
+    assert frame_slices(owner, 5, "owner") == [slice(0, 2), slice(2, 2), slice(2, 5), slice(5, 6), slice(6, 6)]
+    assert frame_slices(np.zeros(0, np.int64), 2, "owner") == [slice(0, 0), slice(0, 0)]
+    for bad in ([0, 2, 1], [0, 5], [-1, 0]):
+        with pytest.raises(ValueError, match="owner is not a sorted index"):
+            frame_slices(np.array(bad), 5, "owner")

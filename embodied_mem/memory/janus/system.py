@@ -22,6 +22,7 @@ from embodied_mem.memory.base import (
     ReadWriteLock,
     describe,
     finite_array,
+    frame_slices,
     load_manifest,
     save_manifest,
     trajectory_distance,
@@ -384,9 +385,7 @@ class Janus:
             rows = len(finite_array(arrays, "instance_frame", "i"))
             for name, tail, kind in (("pixels", (), "i"), ("centroids", (3,), "f"), ("extents", (6,), "f"), ("fractions", (), "f"), ("scores", (), "f"), ("gt_ids", (), "i"), ("share", (patches,), "f")):
                 finite_array(arrays, name, kind, tail, rows)
-            owner = arrays["instance_frame"]
-            if rows and (owner.min() < 0 or owner.max() >= count or np.any(np.diff(owner) < 0)):
-                raise ValueError("instance_frame is not a sorted index into the frames")
+            slices = frame_slices(arrays["instance_frame"], count, "instance_frame")
             if np.any(np.diff(arrays["stamps"]) < 0):
                 raise ValueError("frame stamps go back in time")
             caches = self.memory.caches_from_arrays(arrays)
@@ -394,14 +393,15 @@ class Janus:
                 raise ValueError("the caches' frames are not the kept frames")
             kept = []
             for n, meta in enumerate(state["frames"]):
-                mine = owner == n
+                mine = slices[n]
+                detections = mine.stop - mine.start
                 labels = [str(label) for label in meta["labels"]]
-                if len(labels) != int(mine.sum()) or len(meta["attributes"]) != len(labels):
-                    raise ValueError(f"frame {n}: {len(labels)} labels for {int(mine.sum())} detections")
+                if len(labels) != detections or len(meta["attributes"]) != len(labels):
+                    raise ValueError(f"frame {n}: {len(labels)} labels for {detections} detections")
                 record = FrameRecord(
                     frame_id=int(ids[n]), stamp=float(arrays["stamps"][n]), day=int(arrays["days"][n]),
                     pose=Pose(arrays["poses"][n][:3], arrays["poses"][n][3:]), room=meta["room"], caption=str(meta["caption"]),
-                    embedding=None, parts=[], instance_ids=np.full(int(mine.sum()), -1, np.int32),
+                    embedding=None, parts=[], instance_ids=np.full(detections, -1, np.int32),
                     pixels=arrays["pixels"][mine].astype(np.int32), centroids=arrays["centroids"][mine].astype(np.float32),
                     extents=arrays["extents"][mine].astype(np.float32), fractions=arrays["fractions"][mine].astype(np.float32),
                     labels=labels, attributes=[{str(k): str(v) for k, v in a.items()} for a in meta["attributes"]],

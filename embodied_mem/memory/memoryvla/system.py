@@ -24,6 +24,7 @@ from embodied_mem.memory.base import (
     ReadWriteLock,
     describe,
     finite_array,
+    frame_slices,
     load_manifest,
     save_manifest,
     view_score,
@@ -529,15 +530,13 @@ class MemoryVLA:
             rows = len(finite_array(arrays, "detection_frame", "i"))
             for name, tail, kind in (("track_ids", (), "i"), ("pixels", (), "i"), ("centroids", (3,), "f"), ("extents", (6,), "f"), ("fractions", (), "f"), ("scores", (), "f"), ("gt_ids", (), "i")):
                 finite_array(arrays, name, kind, tail, rows)
-            owner = arrays["detection_frame"]
-            if rows and (owner.min() < 0 or owner.max() >= count or np.any(np.diff(owner) < 0)):
-                raise ValueError("detection_frame is not a sorted index into the frames")
+            slices = frame_slices(arrays["detection_frame"], count, "detection_frame")
             frames: dict[int, KeptFrame] = {}
             for n, meta in enumerate(state["frames"]):
-                mine = owner == n
+                mine = slices[n]
                 labels = [str(label) for label in meta["labels"]]
-                if len(labels) != int(mine.sum()) or len(meta["attributes"]) != len(labels):
-                    raise ValueError(f"frame {n}: {len(labels)} labels for {int(mine.sum())} detections")
+                if len(labels) != mine.stop - mine.start or len(meta["attributes"]) != len(labels):
+                    raise ValueError(f"frame {n}: {len(labels)} labels for {mine.stop - mine.start} detections")
                 frame_id = int(arrays["frame_ids"][n])
                 frames[frame_id] = KeptFrame(
                     frame_id=frame_id,
