@@ -144,12 +144,13 @@ def grid_graph(mask: np.ndarray, resolution: float):
     return csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))), shape=(nx * ny, nx * ny))
 
 
-def free_space_distance(free: np.ndarray, centers: np.ndarray, resolution: float, origin_xy: np.ndarray, reach: float = 1.0):
+def free_space_distance(free: np.ndarray, centers: np.ndarray, resolution: float, origin_xy: np.ndarray, reach: float = 1.0, kept: dict | None = None):
     """Travel distance from ``origin_xy`` over a grid's free cells, as a function of a point.
 
     ``centers`` (nx, ny, 2) holds each cell's world x, y. A target's distance is the shortest
     route to a free cell within ``reach`` of it plus the straight last leg (targets stand on
-    occupied cells: furniture, walls).
+    occupied cells: furniture, walls). ``kept``: a dict the caller keeps for this one grid (and
+    drops when the grid changes); the graph and the routes from each start cell go in it.
     """
     from scipy.sparse.csgraph import dijkstra
 
@@ -160,7 +161,13 @@ def free_space_distance(free: np.ndarray, centers: np.ndarray, resolution: float
     if candidates.size == 0:
         return lambda xy: float(np.linalg.norm(np.asarray(xy)[:2] - origin))
     start = candidates[int(np.argmin(np.linalg.norm(flat_centers[candidates] - origin, axis=1)))]
-    route = dijkstra(grid_graph(free, resolution), directed=False, indices=int(start))
+    kept = {} if kept is None else kept
+    route = kept.get(("route", int(start)))
+    if route is None:
+        graph = kept.get("graph")
+        if graph is None:
+            graph = kept["graph"] = grid_graph(free, resolution)
+        route = kept[("route", int(start))] = dijkstra(graph, directed=False, indices=int(start))
     head = float(np.linalg.norm(flat_centers[start] - origin))
     reachable = candidates[np.isfinite(route[candidates])]
 

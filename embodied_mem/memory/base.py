@@ -28,7 +28,8 @@ import threading
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol, runtime_checkable
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -263,6 +264,8 @@ class ActionDiary:
         # every goal of every query asks for them): ((version, length), all, by day).
         self._version = getattr(self, "_version", 0) + 1
         self._paired: tuple | None = None
+        self._places: tuple | None = None  # last_places(), made once per change the same way
+        self._touched: dict[tuple, frozenset[int]] = {}  # touched(day) by (version, length, day)
 
     def set_floor_plan(self, plan: FloorPlan | None) -> None:
         if plan is not None and not isinstance(plan, FloorPlan):
@@ -359,6 +362,29 @@ class ActionDiary:
             self._paired = (key, found, by_day)
         _, found, by_day = self._paired
         return list(found) if day is None else list(by_day.get(day, ()))
+
+    def last_places(self) -> Mapping[int | None, DiaryEntry]:
+        """The last ``place`` entry of each object id (read-only; made once per change of the
+        entries: recalls ask for it per goal, and the diary grows with every day)."""
+        key = (self._version, len(self.entries))
+        if self._places is None or self._places[0] != key:
+            self._places = (key, MappingProxyType({e.object_id: e for e in self.entries if e.kind == "place"}))
+        return self._places[1]
+
+    def touched(self, day: int | None = None) -> frozenset[int]:
+        """The entity ids the robot interacted with (the objects it moved and the receptacles
+        it picked them from or put them on), optionally on one day; made once per change."""
+        key = (self._version, len(self.entries), day)
+        cached = self._touched.get(key)
+        if cached is None:
+            interactions = self.interactions(day)
+            cached = frozenset(i.object_id for i in interactions) | frozenset(
+                r for i in interactions for r in (i.pick.receptacle_id, i.place.receptacle_id) if r is not None
+            )
+            if len(self._touched) > 64:
+                self._touched.clear()
+            self._touched[key] = cached
+        return cached
 
     def days(self) -> list[int]:
         return sorted({stay.day for stay in self.stays} | {entry.day for entry in self.entries})

@@ -84,11 +84,15 @@ class Structured(Protocol):
     # distance (for "farthest" tasks); straight-line distance when a system has none.
 
 
-def recall_structured(system: Structured, query: Query) -> list[Hit]:
-    """Answer ``query.constraints`` from a system's diary, catalog and locate."""
+def recall_structured(system: Structured, query: Query, catalog: list[Entity] | None = None) -> list[Hit]:
+    """Answer ``query.constraints`` from a system's diary, catalog and locate.
+
+    ``catalog``: the system's entities as it keeps them, when it has them at hand (read, never
+    changed here); else ``system.catalog()``, which hands out copies.
+    """
     query.validate()
     goals = validate_constraints(query.constraints)
-    catalog = system.catalog()
+    catalog = system.catalog() if catalog is None else catalog
     # The free-space distance field is built once per query, and only when a goal asks for "farthest".
     wants_distance = any((goal.get("select") or {}).get("by") == "farthest" for goal in goals)
     distance = None
@@ -118,11 +122,9 @@ def resolve_goal(index: int, spec: dict, diary: ActionDiary, catalog: list[Entit
             goal.entity_ids = _receptacles_at_minute(chosen, int(select["minute"]))
         goal.interaction_poses = _interaction_poses(spec, chosen)
     else:
-        touched = {i.object_id for i in interactions} | {
-            r for i in interactions for r in (i.pick.receptacle_id, i.place.receptacle_id) if r is not None
-        }
         entities = [e for e in catalog if e.kind == spec["target"] and matches(e.category, e.attributes, spec)]
         if spec.get("interacted") is False:
+            touched = diary.touched(spec.get("day"))
             entities = [e for e in entities if e.entity_id not in touched]
         goal.entity_ids = [e.entity_id for e in entities]
     select = spec.get("select") or {}
@@ -236,7 +238,8 @@ def _farthest(ids: list[int], catalog: list[Entity], interaction_poses: dict, ne
     if distance is None:
         distance = lambda xy: float(np.linalg.norm(np.asarray(xy)[:2] - near.position[:2]))  # noqa: E731
     # FindingDory measures to an entity's nearest viewpoint, so measure to its nearest seen point.
-    positions = {e.entity_id: e.nearest_point(near.position) for e in catalog}
+    wanted = set(ids)  # (only the candidates: the catalog of a lifelong memory is long)
+    positions = {e.entity_id: e.nearest_point(near.position) for e in catalog if e.entity_id in wanted}
     for entity_id, poses in interaction_poses.items():
         positions.setdefault(entity_id, poses[-1][0].position[:2])
     known = [i for i in ids if i in positions]

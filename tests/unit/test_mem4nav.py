@@ -915,9 +915,12 @@ def test_ltm_read_caches_give_what_uncached_reads_give(observed, monkeypatch, wa
     assert np.allclose(ltm.decoded(keys[:2])[0], vector[0], atol=1e-5) and keys[0] not in ltm._stale
     ltm.remove(keys[1])
     assert keys[1] not in ltm._decoded and len(ltm.retrieve(vector, 32, 3, remember=False)[0]) == 3
-    # query tokens: cached or not, R([0 ; v_q]) of that row alone
+    # query tokens: cached or not, asked together or alone, R([0 ; v_q]) of that row in a chunk of padding
     queries = observed.stm.vectors[:4]
-    direct = np.stack([ltm.transformer.encode(np.concatenate([np.zeros_like(q), q])[None])[0] for q in queries])
+    query_padding = np.zeros((ltm_module.QUERY_CHUNK - 1, 2 * ltm.dim), np.float32)
+    direct = np.stack([ltm.transformer.encode(np.concatenate([np.concatenate([np.zeros_like(q), q])[None], query_padding]))[0] for q in queries])
+    assert np.allclose(direct, np.stack([ltm.transformer.encode(np.concatenate([np.zeros_like(q), q])[None])[0] for q in queries]), atol=1e-5)
+    assert all(np.array_equal(ltm.query_tokens(q[None], remember=False)[0], token) for q, token in zip(queries, direct))
     assert np.array_equal(ltm.query_tokens(queries, remember=False), direct) and not ltm._queries
     assert np.array_equal(ltm.query_tokens(queries[::-1])[::-1], direct) and np.array_equal(ltm.query_tokens(queries), direct)
     assert len(ltm._queries) == len({q.tobytes() for q in queries})
@@ -1401,6 +1404,15 @@ def test_flush_settles_the_deferred_reads_and_changes_no_answer(observed, histor
     flushed.restore(*memory._state())
     flushed.flush()
     assert not flushed.ltm._stale and flushed._catalog is not None and len(flushed.ltm._decoded) == len(flushed.ltm)
+    # and the query tokens of every entity's description: goals that name entities run no R
+    described = {flushed._description_vectors([e.entity_id])[0].tobytes() for e in flushed.catalog()}
+    assert described and described <= set(flushed.ltm._queries)
+    encode = flushed.transformer.encode
+    flushed.transformer.encode = lambda tokens: pytest.fail("R ran at recall after flush()")
+    try:
+        assert [[(h.frame_id, h.object_id, h.score) for h in flushed.recall(q).hits] for q in queries[:3] + queries[4:]] == expected[:3] + expected[4:]
+    finally:
+        flushed.transformer.encode = encode
     assert [[(h.frame_id, h.object_id, h.score) for h in flushed.recall(q).hits] for q in queries] == expected
 
 
@@ -1429,11 +1441,20 @@ def test_catalog_entries_kept_between_frames_equal_a_catalog_built_from_scratch(
     memory.set_floor_plan(episode.floor_plan())
     for n, obs in enumerate(frames):
         memory.observe(obs)
-        if n % 25 == 0:
+        if n % 25 == 0 or obs.events:
             memory.catalog()
+            for track_id in memory.tracker.tracks:  # and the latest leaf of every track, kept the same way
+                memory._latest_leaf(track_id)
     kept = memory.catalog()
+    latest = {track_id: memory._latest_leaf(track_id) for track_id in memory.tracker.tracks}
+    assert memory._latest and all(memory._latest[i][1] is latest[i] for i in latest)
     memory._changed()  # entries dropped: everything rebuilt
     fresh = memory.catalog()
+    assert {i: memory._latest_leaf(i) for i in latest} == latest
+    # a release after every sighting (no other change): not seen since, so no latest leaf
+    seen = next(i for i, leaf in latest.items() if leaf is not None)
+    memory.tracker.tracks[seen].moved_at = memory.tracker.tracks[seen].last_seen + 1.0
+    assert memory._latest_leaf(seen) is None
     assert len(fresh) > 5 and [e.entity_id for e in kept] == [e.entity_id for e in fresh]
     for a, b in zip(kept, fresh):
         assert (a.kind, a.category, a.attributes, a.last_seen) == (b.kind, b.category, b.attributes, b.last_seen)

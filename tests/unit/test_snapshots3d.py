@@ -604,6 +604,44 @@ def test_save_load_round_trip_gives_identical_recall(history, memory, tmp_path):
     assert loaded.stats() == memory.stats()
 
 
+def test_goal_points_and_routes_kept_per_grid_are_what_computing_them_again_gives(history, monkeypatch):
+    """Goal points and the route field are kept per grid (``_stand_cache``): the answers with
+    them kept equal those computed afresh, a new frame's grid starts an empty store, and a
+    frame that fails puts back the store of the grid from before it."""
+    env, _, observations = history
+    mem = fresh(observations[:-1], plan=env.floor_plan())
+    asked = [Query("", k=20, near=env.pose, constraints={"goals": [{"target": kind}], "ordered": False}) for kind in ("object", "receptacle")]
+    farthest = Query("", k=3, near=env.pose, constraints={"goals": [{"target": "object", "select": {"by": "farthest"}}], "ordered": False})
+
+    def answers():
+        return [[(h.frame_id, h.object_id, None if h.agent_pose is None else h.agent_pose.position.round(9).tolist()) for h in mem.recall(q).hits] for q in asked + [farthest]]
+
+    first = answers()
+    kept = mem._stand_cache()[3]
+    assert any(key[0] == "group" for key in kept if isinstance(key, tuple)) and any(key[0] == "single" for key in kept if isinstance(key, tuple))
+    assert "graph" in kept and any(key[0] == "route" for key in kept if isinstance(key, tuple))
+    assert answers() == first  # from the store
+    kept.clear()
+    assert answers() == first  # computed again
+    route = mem.distance_from(env.pose)
+    xy = mem.catalog()[0].position[:2]
+    assert route(xy) == mem.distance_from(env.pose)(xy) and np.isfinite(route(xy))
+    # a failing frame: the store of the grid before it is back, with what it held
+    version, before = mem.grid.version, mem._stand_cache()[3]
+
+    def fail_after_the_grid_changed(*args, **kwargs):
+        assert mem.grid.version != version and mem._stand_cache()[3] is not before  # a store for the frame's grid
+        raise ValueError("the diary failed")
+
+    monkeypatch.setattr(mem._diary, "record", fail_after_the_grid_changed)
+    with pytest.raises(ValueError, match="the diary failed"):
+        mem.observe(observations[-1])
+    monkeypatch.undo()
+    assert mem.grid.version == version and mem._stand_cache()[3] is before
+    mem.observe(observations[-1])
+    assert mem.grid.version != version and mem._stand_cache()[3] is not before and not mem._stand_cache()[3]
+
+
 def test_replaying_the_same_observations_keeps_memory_flat(history):
     _, _, observations = history
     stream = observations[:160]
@@ -635,6 +673,36 @@ def test_catalog_reset_and_plot(memory):
     empty.reset()
     assert empty.stats().items == 0 and empty.recall(Query("anything")).hits == []
     assert empty.diary.floor_plan == plan  # the map the robot was deployed with outlives a reset
+
+
+def entity_tuple(entity) -> tuple:
+    return (entity.entity_id, entity.kind, entity.category, sorted(entity.attributes.items()), entity.position.tolist(), entity.last_seen, entity.extent[0].tolist(), entity.extent[1].tolist())
+
+
+def test_catalog_kept_per_object_equals_one_built_from_scratch_after_every_frame(history):
+    """The catalog is cached per state and its entries per object state: after every frame
+    (merges, denoising, moves, a grasp and a release among them) it equals a fresh build, and
+    what a caller does to its copy changes nothing kept."""
+    env, _, observations = history
+    mem = fresh([], plan=env.floor_plan())
+    checked = 0
+    for n, obs in enumerate(observations):
+        mem.observe(obs)
+        if n % 7 and not obs.events:
+            continue
+        kept = [entity_tuple(e) for e in mem.catalog()]
+        mem._entries = {}
+        assert [entity_tuple(e) for e in mem._build_catalog()] == kept
+        checked += 1
+    assert checked > 20 and mem._entries
+    entity = mem.catalog()[0]
+    entity.attributes["colour"], entity.position[:] = "plaid", 99.0
+    assert mem.catalog()[0].attributes.get("colour") != "plaid" and mem.catalog()[0].position[0] != 99.0
+    # a frame changes the catalog: nothing from before it is handed out
+    before = mem.catalog()
+    mem._catalog = [before[0]]
+    mem.observe(replayed(observations[0], len(observations) + 10, 86400.0))
+    assert len(mem.catalog()) == len(mem._build_catalog()) > 1
 
 
 # ----------------------------------------------------------------------------------------

@@ -93,6 +93,38 @@ def test_ground_truth_recomputed_from_the_event_log_agrees(two_days):
     assert checked >= 40
 
 
+def test_diary_last_places_and_touched_follow_every_change(two_days):
+    """``last_places`` and ``touched`` are made once per change of the entries: they equal a
+    scan of the entries after records, a rollback and an edit of the list itself."""
+    diary = truth_diary(two_days)
+
+    def scanned():
+        places = {}
+        for entry in diary.entries:
+            if entry.kind == "place":
+                places[entry.object_id] = entry
+        return places
+
+    def touched(day):
+        interactions = diary.interactions(day)
+        return {i.object_id for i in interactions} | {r for i in interactions for r in (i.pick.receptacle_id, i.place.receptacle_id) if r is not None}
+
+    days = diary.days()
+    assert len(days) >= 2 and scanned()
+    assert dict(diary.last_places()) == scanned() and diary.last_places() is diary.last_places()
+    for day in (None, *days):
+        assert diary.touched(day) == touched(day)
+    assert diary.touched(days[0]) != diary.touched(days[-1]) and diary.touched(None) >= diary.touched(days[0])
+    mark = diary.mark()
+    last = max(scanned().values(), key=lambda entry: entry.stamp)
+    diary.entries.pop(diary.entries.index(last))  # an edit of the list: the length changed
+    assert dict(diary.last_places()) == scanned() and diary.touched(None) == touched(None)
+    diary.rollback(mark)
+    assert dict(diary.last_places()) == scanned() and diary.touched(None) == touched(None)
+    with pytest.raises(TypeError):
+        diary.last_places()[0] = last  # read-only: callers share it
+
+
 def test_farthest_targets_are_farthest_by_geodesic(two_days):
     env, start = two_days.env, two_days.episode.final_pose
     farthest = [t for t in two_days.tasks if t.category == "Spatial Relationship"]

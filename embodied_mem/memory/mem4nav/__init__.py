@@ -146,7 +146,10 @@ Departures from the paper / public code, and fixes of the public code
   (entity descriptions), computed in fixed-shape batches so that a cached value equals an
   uncached read (``stats().bytes`` counts the decode cache at its warm size, one v_s per live key,
   whether or not a read came yet, and leaves the query LRU out: ``ltm.py``); in the system, ``catalog()`` and the tracks'
-  description embeddings until the next write (``catalog`` hands out copies).
+  description embeddings until the next write (``catalog`` hands out copies; recall reads the
+  kept entries), catalog entries and each track's latest leaf per track state, and the diary's
+  last release per object per change. ``flush()`` does the deferred reads' work ahead: the
+  decodes, the catalog and the query tokens of every entity's description.
 - Geometry: the paper's Lambda = 16 over L = 100 m gives 1.5 mm leaves (street-scale VLN). In a
   home objects are re-observed from many poses and centroids jitter by centimetres, so the
   default is depth 8 over 51.2 m with origin -25.6 m on each axis: 0.2 m leaves. Configurable.

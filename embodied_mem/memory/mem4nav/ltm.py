@@ -51,7 +51,7 @@ write (a read decodes every key written since the last read, up to ``WARM_ALL``,
 candidates: one batch of work after a burst of writes instead of a decode in every query), and
 the query token ``R([0 ; v_q])`` of recurring queries (entity descriptions) per query vector
 (LRU). R's batched matmuls round a row differently with the batch size (5e-7), so both run in
-fixed-shape batches (decode: chunks of ``DECODE_CHUNK`` rows, zero-padded; query: one row),
+fixed-shape batches (chunks of ``DECODE_CHUNK`` / ``QUERY_CHUNK`` rows, zero-padded),
 which makes a cached value the one an uncached read would compute, whatever was read with it.
 """
 
@@ -301,7 +301,8 @@ class LtmMatch:
 
 DECODE_CHUNK = 16  # rows per R^-1 call on reads (fixed shape: see the module docstring)
 WARM_ALL = 1024  # a read decodes every stale key (not only its candidates) when at most this many are stale
-QUERY_CACHE = 256  # query tokens kept (LRU), keyed by the query vector's bytes (0.8 MB at d = 384)
+QUERY_CHUNK = 16  # rows per R call for query tokens (fixed shape, as decoding)
+QUERY_CACHE = 1024  # query tokens kept (LRU), keyed by the query vector's bytes (3 MB at d = 384)
 
 
 class LongTermMemory:
@@ -388,22 +389,33 @@ class LongTermMemory:
         self._stale.pop(key, None)
 
     def query_tokens(self, queries: np.ndarray, remember: bool = True) -> np.ndarray:
-        """q = R([0 ; v_q]) per row (the paper's learned Proj([v_t ; p_t]) is untrained here);
-        one row per R call, looked up in (and, if ``remember``, added to) the query cache."""
+        """q = R([0 ; v_q]) per row (the paper's learned Proj([v_t ; p_t]) is untrained here),
+        looked up in (and, if ``remember``, added to) the query cache. The rows not cached go
+        through R together, in zero-padded chunks of ``QUERY_CHUNK`` (fixed shape: a row's token
+        is the same whatever rows it was asked with, or in which position)."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         out = np.empty((len(queries), 2 * self.dim), dtype=np.float32)
+        missing: dict[bytes, list[int]] = {}
         for row, query in enumerate(queries):
             name = query.tobytes()
             token = self._queries.get(name)
             if token is None:
-                token = self.transformer.encode(np.concatenate([np.zeros_like(query), query])[None])[0].astype(np.float32)
-                if remember:
-                    self._queries[name] = token
-                    if len(self._queries) > QUERY_CACHE:
-                        self._queries.popitem(last=False)
+                missing.setdefault(name, []).append(row)
             else:
                 self._queries.move_to_end(name)
-            out[row] = token
+                out[row] = token
+        names = list(missing)
+        for start in range(0, len(names), QUERY_CHUNK):
+            chunk = names[start : start + QUERY_CHUNK]
+            inputs = np.zeros((QUERY_CHUNK, 2 * self.dim), dtype=np.float32)
+            inputs[: len(chunk), self.dim :] = queries[[missing[name][0] for name in chunk]]
+            tokens = self.transformer.encode(inputs).astype(np.float32)
+            for n, name in enumerate(chunk):
+                out[missing[name]] = tokens[n]
+                if remember:
+                    self._queries[name] = tokens[n]
+        while len(self._queries) > QUERY_CACHE:
+            self._queries.popitem(last=False)
         return out
 
     def decoded(self, keys: list[Hashable]) -> list[np.ndarray]:
@@ -464,7 +476,7 @@ class LongTermMemory:
         Reads decode stale keys lazily (``decoded``): counting ``len(self._decoded)`` made the
         size grow after the first recall. Counting every live key gives the number that
         finishing that deferred work gives, without running R^-1 in ``stats()``. The query-token
-        LRU (at most ``QUERY_CACHE`` rows, 0.8 MB) is left out: it holds what was asked, not
+        LRU (at most ``QUERY_CACHE`` rows, 3 MB) is left out: it holds what was asked, not
         what was seen, and no amount of finishing work makes it the same for two histories of
         recalls.
         """

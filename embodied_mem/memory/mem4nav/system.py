@@ -179,6 +179,7 @@ class Mem4Nav:
         self._described: dict[int, np.ndarray] = {}  # track id -> embedding of its description
         if entries or not hasattr(self, "_entries"):
             self._entries: dict[int, tuple[tuple, Entity | None]] = {}  # track id -> (its state when made, entry)
+            self._latest: dict[int, tuple[tuple, Leaf | None]] = {}  # track id -> (its state, _latest_leaf)
 
     @property
     def diary(self) -> ActionDiary:
@@ -186,11 +187,16 @@ class Mem4Nav:
 
     def flush(self) -> None:
         """Do now the work the next recall would otherwise do first: decode the LTM tokens
-        written since the last read (R^-1, in chunks) and build the catalog."""
+        written since the last read (R^-1, in chunks), build the catalog, and make the query
+        tokens ``R([0 ; v_q])`` of the entities' descriptions (what a goal naming them asks the
+        LTM; R is fixed, so they stay valid until a description changes)."""
         with self._lock.writing():
             self.ltm.settle()
             if self._catalog is None:
                 self._catalog = self._build_catalog()
+            entities = [entity.entity_id for entity in self._catalog]
+            if entities:
+                self.ltm.query_tokens(self._description_vectors(entities))
 
     def set_floor_plan(self, plan: FloorPlan | None) -> None:
         """The map the robot is deployed with: the diary's rooms (kept over ``reset``)."""
@@ -342,8 +348,14 @@ class Mem4Nav:
         started = time.perf_counter()
         query.validate()  # a query changed after construction is caught here, on both paths
         with self._lock.reading():
-            hits = recall_structured(self, query) if query.constraints is not None else self._recall_text(query)
+            hits = recall_structured(self, query, self._kept_catalog()) if query.constraints is not None else self._recall_text(query)
         return Recall(hits, self.name, time.perf_counter() - started)
+
+    def _kept_catalog(self) -> list[Entity]:
+        """The catalog as kept (shared entries: read only; ``catalog()`` hands out copies)."""
+        if self._catalog is None:
+            self._catalog = self._build_catalog()
+        return self._catalog
 
     def catalog(self) -> list[Entity]:
         """Every confirmed track at the leaf of its latest current sighting, boxed by the leaves
@@ -352,11 +364,9 @@ class Mem4Nav:
         The list is made once per state (until the next observe / load / reset), from entries
         kept per track and redone only for the tracks a frame changed (rebuilding all of them
         took 12 ms at 568 tracks, after every frame); handed out as copies."""
-        if self._catalog is None:
-            self._catalog = self._build_catalog()
         return [
             Entity(e.entity_id, e.kind, e.category, dict(e.attributes), e.position.copy(), e.last_seen, (e.extent[0].copy(), e.extent[1].copy()))
-            for e in self._catalog
+            for e in self._kept_catalog()
         ]
 
     def _description_vectors(self, track_ids: list[int]) -> np.ndarray:
@@ -372,7 +382,7 @@ class Mem4Nav:
         leaves' sightings, and every change of those changes the track's counts or flags."""
         entities = []
         for track in self.tracker.confirmed():
-            state = (track.count, track.sightings, track.last_seen, track.held, track.moved_at, len(self.track_leaves.get(track.track_id, ())))
+            state = self._track_state(track)
             cached = self._entries.get(track.track_id)
             if cached is None or cached[0] != state:
                 cached = self._entries[track.track_id] = (state, self._catalog_entry(track))
@@ -451,9 +461,25 @@ class Mem4Nav:
         return [leaf for leaf in leaves if self._current(track_id, leaf)]
 
     def _latest_leaf(self, track_id: int) -> Leaf | None:
-        """The leaf of the entity's most recent sighting since it last moved (None: not seen since)."""
+        """The leaf of the entity's most recent sighting since it last moved (None: not seen since).
+
+        Kept per track until the track's state changes (the key of ``_build_catalog``: the
+        leaves' sightings of a track change only with its own sightings, moves and leaves); a
+        lifelong memory holds hundreds of tracks, and a goal naming a category asks for each."""
+        track = self.tracker.tracks.get(track_id)
+        state = None if track is None else self._track_state(track)
+        cached = self._latest.get(track_id)
+        if state is not None and cached is not None and cached[0] == state:
+            return cached[1]
         leaves = self._current_leaves(track_id)
-        return max(leaves, key=lambda item: (item.sightings[track_id].stamp, item.code)) if leaves else None
+        latest = max(leaves, key=lambda item: (item.sightings[track_id].stamp, item.code)) if leaves else None
+        if state is not None:
+            self._latest[track_id] = (state, latest)
+        return latest
+
+    def _track_state(self, track) -> tuple:
+        """What a track's derived entries (catalog entry, latest leaf) read, as one comparable key."""
+        return (track.count, track.sightings, track.last_seen, track.held, track.moved_at, len(self.track_leaves.get(track.track_id, ())))
 
     def _leaves_near(self, track_id: int, leaf: Leaf) -> list[Leaf]:
         """Leaves within ``locate_radius`` of ``leaf`` that saw the entity since it last moved
@@ -482,7 +508,7 @@ class Mem4Nav:
         known = [i for i in entity_ids if i in self.tracker.tracks]
         retrieved = self.retrieve(self._description_vectors(known), position) if known else []
         by_entity = dict(zip(known, retrieved))
-        places = {e.object_id: e for e in self._diary.entries if e.kind == "place"}  # the last release of each object
+        places = self._diary.last_places()  # the last release of each object
         hits = []
         for entity_id in entity_ids:
             hit = self._entity_hit(entity_id, by_entity.get(entity_id), goal, position, places)
