@@ -1582,6 +1582,25 @@ def test_detection_exactly_at_3_5_m_is_kept_and_overlap_exactly_0_7_does_not_mer
         assert pair.merge_overlapping() == ({b: a} if merges else {}), shared
 
 
+def test_single_goal_open_side_is_the_largest_4_connected_cluster():
+    """The open side is the largest cluster of free cells near the object, clusters joined by
+    edges only (the paper's 4-connectivity): two clusters that touch at a corner stay apart.
+    Here the east cluster (5 cells) is the largest; joined at the corner, the north-west pair
+    (4 + 2 cells) would be."""
+    from embodied_mem.memory.snapshots3d.goals import observe_point_single
+
+    grid = free_grid()  # all free: every line of sight is clear
+    stand = np.zeros(grid.shape, dtype=bool)
+    east = [(44, y) for y in range(38, 43)]
+    north_west = [(37, 43), (37, 42), (36, 42), (36, 41)]
+    corner = [(38, 44), (39, 44)]  # touches (37, 43) at a corner only
+    for cell in east + north_west + corner:
+        stand[cell] = True
+    target = (np.array([40.5, 40.5]) + grid.origin) * grid.resolution  # local cell (40.5, 40.5)
+    goal = observe_point_single(grid, stand, target, np.array([-3.0, 3.0]), 0.5)
+    assert np.allclose(goal, (np.array([44.5, 40.5]) + grid.origin) * grid.resolution)  # east, 5 cells out
+
+
 def test_goal_geometry_rules_the_mutation_pass_left_untested():
     """Cell centres, the k smallest without ties, grid bounds, the step back off furniture and
     its limit, and a three-object group looked at along its PCA short axis."""

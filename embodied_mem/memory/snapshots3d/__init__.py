@@ -193,6 +193,12 @@ Departures (and why)
   costs ~3 % of ingest (per change, not per size of the memory).
 - Checkpoints record the configuration: ``load`` refuses one made with another
   configuration or encoder (``load_manifest(..., config=self.config)``).
+- Read caches (exact; the paper has no cost model): the catalog per state, its entries per
+  object state (votes, box, flags); goal points (``observe_point_single`` / ``_group``), the
+  free-space route graph and the routes from each start cell per grid (the ``_stand_cache``
+  tuple, put back with the grid when a frame fails). A new frame's grid starts an empty store,
+  so a robot that keeps seeing pays for the goals of the objects it is asked about again
+  (live recall); a robot asked while standing still reads them once.
 """
 
 from embodied_mem.memory.snapshots3d.system import Snapshots3D, Snapshots3DConfig
