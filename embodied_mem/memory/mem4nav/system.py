@@ -179,7 +179,7 @@ class Mem4Nav:
         self._described: dict[int, np.ndarray] = {}  # track id -> embedding of its description
         if entries or not hasattr(self, "_entries"):
             self._entries: dict[int, tuple[tuple, Entity | None]] = {}  # track id -> (its state when made, entry)
-            self._latest: dict[int, tuple[tuple, Leaf | None]] = {}  # track id -> (its state, _latest_leaf)
+            self._latest: dict[int, tuple[tuple, tuple]] = {}  # track id -> (its state, _placed)
 
     @property
     def diary(self) -> ActionDiary:
@@ -457,11 +457,15 @@ class Mem4Nav:
         return sighting is not None and sighting.stamp >= self._moved_at(track_id)
 
     def _current_leaves(self, track_id: int) -> list[Leaf]:
-        leaves = (self.octree.leaves[code] for code in self.track_leaves.get(track_id, ()))
-        return [leaf for leaf in leaves if self._current(track_id, leaf)]
+        """The leaves that saw the entity since it last moved, in code order."""
+        return list(self._placed(track_id)[0])
 
     def _latest_leaf(self, track_id: int) -> Leaf | None:
-        """The leaf of the entity's most recent sighting since it last moved (None: not seen since).
+        """The leaf of the entity's most recent sighting since it last moved (None: not seen since)."""
+        return self._placed(track_id)[2]
+
+    def _placed(self, track_id: int) -> tuple[list[Leaf], np.ndarray, Leaf | None]:
+        """(current leaves in code order, their centres (n, 3), the latest of them).
 
         Kept per track until the track's state changes (the key of ``_build_catalog``: the
         leaves' sightings of a track change only with its own sightings, moves and leaves); a
@@ -471,14 +475,17 @@ class Mem4Nav:
         cached = self._latest.get(track_id)
         if state is not None and cached is not None and cached[0] == state:
             return cached[1]
-        leaves = self._current_leaves(track_id)
+        leaves = [self.octree.leaves[code] for code in sorted(self.track_leaves.get(track_id, ()))]
+        leaves = [leaf for leaf in leaves if self._current(track_id, leaf)]
+        centres = np.array([leaf.center for leaf in leaves], dtype=np.float64).reshape(len(leaves), 3)
         latest = max(leaves, key=lambda item: (item.sightings[track_id].stamp, item.code)) if leaves else None
+        placed = (leaves, centres, latest)
         if state is not None:
-            self._latest[track_id] = (state, latest)
-        return latest
+            self._latest[track_id] = (state, placed)
+        return placed
 
     def _track_state(self, track) -> tuple:
-        """What a track's derived entries (catalog entry, latest leaf) read, as one comparable key."""
+        """What a track's derived entries (catalog entry, placed leaves) read, as one comparable key."""
         return (track.count, track.sightings, track.last_seen, track.held, track.moved_at, len(self.track_leaves.get(track.track_id, ())))
 
     def _leaves_near(self, track_id: int, leaf: Leaf) -> list[Leaf]:
@@ -489,15 +496,14 @@ class Mem4Nav:
 
     def _within(self, track_id: int, point: np.ndarray, radius: float) -> list[Leaf]:
         """Leaves that saw the entity since it last moved whose centre is within ``radius`` of
-        ``point`` (``SparseOctree.radius_query``'s float test), in code order."""
-        limit = float(radius) ** 2
-        point = [float(x) for x in point]
-        found = []
-        for code in sorted(self.track_leaves.get(track_id, ())):
-            item = self.octree.leaves[code]
-            if sum((c - p) ** 2 for c, p in zip(item.center.tolist(), point)) <= limit and self._current(track_id, item):
-                found.append(item)
-        return found
+        ``point`` (``SparseOctree.radius_query``'s float test: dx^2 + dy^2 + dz^2 <= r^2,
+        summed in that order), in code order."""
+        leaves, centres, _ = self._placed(track_id)
+        if not leaves:
+            return []
+        d = centres - np.asarray(point, dtype=np.float64)[None, :3]
+        inside = np.flatnonzero(d[:, 0] ** 2 + d[:, 1] ** 2 + d[:, 2] ** 2 <= float(radius) ** 2)
+        return [leaves[n] for n in inside]
 
     def locate(self, goal: ResolvedGoal, query: Query) -> list[Hit]:
         if goal.target == "room":
