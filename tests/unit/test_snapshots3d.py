@@ -572,6 +572,16 @@ def test_bad_input_leaves_the_memory_unchanged(history, tmp_path, monkeypatch):
         "frontier_cells": lambda st, ar: ar.__setitem__("frontiers.cells", ar["frontiers.cells"][1:]),
         "pending": lambda st, ar: st.update(pending=[10**9]),
         "missing_component": lambda st, ar: st.pop("grid"),
+        # the snapshot memory's own refusals, one condition at a time
+        "frame_bad_bin": lambda st, ar: st["snapshots"]["frames"][0].update(bin=[0, 0]),
+        "frame_repeated": lambda st, ar: st["snapshots"]["frames"].append(dict(st["snapshots"]["frames"][0])),
+        "frame_empty": lambda st, ar: st["snapshots"]["frames"][0].update(objects={}),
+        "frame_unknown_object": lambda st, ar: st["snapshots"]["frames"][0]["objects"].update({"987654321": 1.0}),
+        "snapshot_repeated": lambda st, ar: st["snapshots"]["snapshots"].append(dict(st["snapshots"]["snapshots"][0])),
+        "snapshot_empty": lambda st, ar: st["snapshots"]["snapshots"][0].update(cluster=[]),
+        "snapshot_object_twice": lambda st, ar: st["snapshots"]["snapshots"][0]["cluster"].append(st["snapshots"]["snapshots"][0]["cluster"][0]),
+        "bin_without_frame": lambda st, ar: st["snapshots"]["bins"].append([[9999, 9999, 0], 123456789]),
+        "order_at_the_last_frame": lambda st, ar: st["snapshots"].update(order=max(f["order"] for f in st["snapshots"]["frames"])),
     }
     for name, change in changes.items():
         bad_state, bad_arrays = json.loads(json.dumps(good_state)), {k: v.copy() for k, v in good_arrays.items()}
@@ -747,6 +757,13 @@ def test_a_release_moves_the_map_object_and_recall_answers_at_the_new_place(tmp_
         hand_made(6, 0.0, 5.0, [mug, shelf]),
     ]
     plan = FloorPlan((Region("kitchen", ((-2, -2), (3, -2), (3, 2), (-2, 2))), Region("office", ((-2, 3), (3, 3), (3, 7), (-2, 7)))))
+    # one frame that sees every object, and is every pose bin's frame: a checkpoint of that loads
+    first = fresh(frames[:1], plan=plan)
+    assert set(first.memory.frames[0].objects) == set(first.map.objects) and set(first.memory.bins.values()) == set(first.memory.frames)
+    first.save(tmp_path / "first")
+    reloaded = build("memory", {"name": "snapshots3d", "encoder": "gt_hash"})
+    reloaded.load(tmp_path / "first")
+    assert fingerprint(reloaded) == fingerprint(first)
     mem = fresh(frames[:4], plan=plan)
     held = mem.map.held_id()
     assert held is not None and mem.map.objects[held].class_name == "mug"
@@ -1652,6 +1669,18 @@ def test_group_goal_is_the_ring_cell_straight_across_from_the_centre_of_the_cent
     assert np.allclose(goal, [0.05, -0.05])
     above = observe_point_group(grid, standable(grid, 0.3), centres, np.array([0.05, 3.0]), 1.0)
     assert np.allclose(above, [0.05, 1.95])  # seen from above: the other side
+
+
+def test_a_split_keeps_a_lone_outlier_apart_and_halves_only_equal_centres():
+    """2-means may leave one centre alone on its side: that is a split ({outlier}, rest), not the
+    degenerate case (all centres equal), which alone is cut into halves."""
+    group = np.array([[0.0, 0.0], [0.2, 0.1], [0.1, 0.3], [0.3, 0.2]])
+    for at in (0, 4):
+        xy = np.insert(group, at, [[8.0, 8.0]], axis=0)
+        parts = sorted((sorted(part.tolist()) for part in clustering.split_in_two(xy)), key=len)
+        assert parts == [[at], sorted(set(range(5)) - {at})], at
+    same = np.zeros((5, 2))
+    assert [part.tolist() for part in clustering.split_in_two(same)] == [[0, 1], [2, 3, 4]]
 
 
 def test_kmeans_finds_three_separated_blobs_and_gives_each_point_its_own_cluster_when_k_is_n():
