@@ -1671,6 +1671,31 @@ def test_group_goal_is_the_ring_cell_straight_across_from_the_centre_of_the_cent
     assert np.allclose(above, [0.05, 1.95])  # seen from above: the other side
 
 
+def test_voxel_helpers_on_one_point_one_voxel_and_two_chunks():
+    """The voxel cloud helpers' empty-input shortcuts apply to empty inputs only: one point is a
+    voxel, a one-voxel cloud keeps its voxel in a merge, and two chunks combine into both."""
+    v = 0.01
+    keys, points, counts = objects_module.voxelize(np.array([[0.004, 0.005, 0.006]]), v)
+    assert len(keys) == 1 and counts.tolist() == [1] and np.allclose(points, [[0.004, 0.005, 0.006]])
+    other = objects_module.voxelize(np.array([[0.5, 0.5, 0.5], [0.503, 0.5, 0.5]]), v)
+    merged_keys, merged_points, merged_counts, new = objects_module.merge_voxels(keys, points, counts, *other)
+    assert sorted(merged_keys.tolist()) == sorted([*keys.tolist(), *other[0].tolist()]) and merged_counts.sum() == 3 and len(new) == 1
+    combined = objects_module.combine_voxels([(keys, points, counts), other])
+    assert np.array_equal(combined[0], merged_keys) and np.allclose(combined[1], merged_points) and np.array_equal(combined[2], merged_counts)
+    shifted = objects_module.shift_voxels(keys, points, counts, np.array([1.0, 0.0, 0.0]), v)
+    assert len(shifted[0]) == 1 and np.allclose(shifted[1], [[1.004, 0.005, 0.006]], atol=1e-6)
+
+
+def test_largest_cluster_never_picks_the_unclustered_points():
+    """The noise (points in no density cluster) can outnumber the cluster: the cluster is kept."""
+    rng = np.random.default_rng(3)
+    dense = rng.normal(0.0, 0.005, size=(30, 3))
+    noise = np.array([[x, y, z] for x in range(4) for y in range(4) for z in range(3)], dtype=float)[:40] + 1.0  # 1 m apart
+    points = np.concatenate([dense, noise])
+    keep = objects_module.largest_cluster(points, eps=0.05, min_points=10)
+    assert keep[:30].all() and not keep[30:].any()
+
+
 def test_a_split_keeps_a_lone_outlier_apart_and_halves_only_equal_centres():
     """2-means may leave one centre alone on its side: that is a split ({outlier}, rest), not the
     degenerate case (all centres equal), which alone is cut into halves."""
