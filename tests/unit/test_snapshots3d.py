@@ -582,6 +582,9 @@ def test_bad_input_leaves_the_memory_unchanged(history, tmp_path, monkeypatch):
         "snapshot_object_twice": lambda st, ar: st["snapshots"]["snapshots"][0]["cluster"].append(st["snapshots"]["snapshots"][0]["cluster"][0]),
         "bin_without_frame": lambda st, ar: st["snapshots"]["bins"].append([[9999, 9999, 0], 123456789]),
         "order_at_the_last_frame": lambda st, ar: st["snapshots"].update(order=max(f["order"] for f in st["snapshots"]["frames"])),
+        "next_id_at_the_last_object": lambda st, ar: st["object_map"].update(next_id=int(ar["object_map.ids"].max())),
+        "no_detections": lambda st, ar: st["object_map"]["objects"][0].update(num_detections=0),
+        "dirty_unknown_object": lambda st, ar: st["object_map"].update(dirty_merge=[987654321]),
     }
     for name, change in changes.items():
         bad_state, bad_arrays = json.loads(json.dumps(good_state)), {k: v.copy() for k, v in good_arrays.items()}
