@@ -194,6 +194,7 @@ class FrameBank:
         self._lock = ReadWriteLock()
         self._embed_lock = threading.Lock()  # the encoder is not thread-safe
         self._deferred_lock = threading.Lock()  # one reader at a time finishes deferred work
+        self._matrix_lock = threading.Lock()  # one reader at a time grows the caption matrix
         self.reset()
 
     # ------------------------------------------------------------------ protocol
@@ -469,12 +470,17 @@ class FrameBank:
 
     # ------------------------------------------------------------------ language recall
     def _embeddings(self) -> np.ndarray:
-        """Every kept frame's caption embedding; grown at the end while frames are only appended."""
-        if self._matrix is None or len(self._matrix) > len(self.frames):
-            self._matrix = Grow((self.encoder.dim,), np.float32)
-        if len(self._matrix) < len(self.frames):
-            self._matrix.extend(np.stack([f.embedding for f in self.frames[len(self._matrix) :]]))
-        return self._matrix.view()
+        """Every kept frame's caption embedding; grown at the end while frames are only appended.
+
+        Readers share the read lock, so growing it is one reader's at a time (two readers
+        extending at once wrote past each other: "could not broadcast (4, 384) into (0, 384)");
+        a view handed out stays valid, as growing only writes rows beyond it or reallocates."""
+        with self._matrix_lock:
+            if self._matrix is None or len(self._matrix) > len(self.frames):
+                self._matrix = Grow((self.encoder.dim,), np.float32)
+            if len(self._matrix) < len(self.frames):
+                self._matrix.extend(np.stack([f.embedding for f in self.frames[len(self._matrix) :]]))
+            return self._matrix.view()
 
     def _recall_text(self, query: Query) -> list[Hit]:
         if not self.frames:

@@ -73,6 +73,7 @@ MAX_POSITION = 10_000.0  # metres: voxel keys span +-10 km (0.01 m voxels, 21 bi
 
 
 KEPT_GOALS = 4096  # goal points kept per grid (a few KB each way: the dict is cleared when full)
+_MISSING = object()
 
 
 @dataclass
@@ -596,11 +597,12 @@ class Snapshots3D:
         """A goal point of this grid, computed once per (grid, inputs): the goal rules read only
         the grid and their arguments, and recalls ask for the same objects again and again."""
         kept = self._stand_cache()[3]
-        if key not in kept:
+        goal = kept.get(key, _MISSING)  # one lookup: another reader may clear the store meanwhile
+        if goal is _MISSING:
+            goal = compute()
             if len(kept) > KEPT_GOALS:
                 kept.clear()
-            kept[key] = compute()
-        goal = kept[key]
+            kept[key] = goal
         return None if goal is None else goal.copy()
 
     def _single_goal(self, target_xy: np.ndarray, toward_xy: np.ndarray) -> np.ndarray | None:
