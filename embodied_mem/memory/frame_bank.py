@@ -193,8 +193,7 @@ class FrameBank:
         self.encoder = build_encoder(config.encoder)
         self._lock = ReadWriteLock()
         self._embed_lock = threading.Lock()  # the encoder is not thread-safe
-        self._deferred_lock = threading.Lock()  # one reader at a time finishes deferred work
-        self._matrix_lock = threading.Lock()  # one reader at a time grows the caption matrix
+        self._deferred_lock = threading.Lock()  # one reader at a time finishes deferred work (and grows the caption matrix)
         self.reset()
 
     # ------------------------------------------------------------------ protocol
@@ -472,10 +471,11 @@ class FrameBank:
     def _embeddings(self) -> np.ndarray:
         """Every kept frame's caption embedding; grown at the end while frames are only appended.
 
-        Readers share the read lock, so growing it is one reader's at a time (two readers
-        extending at once wrote past each other: "could not broadcast (4, 384) into (0, 384)");
-        a view handed out stays valid, as growing only writes rows beyond it or reallocates."""
-        with self._matrix_lock:
+        Readers share the read lock, so growing it is deferred work, one reader's at a time (two
+        readers extending at once wrote past each other: "could not broadcast (4, 384) into
+        (0, 384)"); a view handed out stays valid, as growing only writes rows beyond it or
+        reallocates."""
+        with self._deferred_lock:
             if self._matrix is None or len(self._matrix) > len(self.frames):
                 self._matrix = Grow((self.encoder.dim,), np.float32)
             if len(self._matrix) < len(self.frames):

@@ -1447,7 +1447,7 @@ def test_catalog_entries_kept_between_frames_equal_a_catalog_built_from_scratch(
                 memory._latest_leaf(track_id)
     kept = memory.catalog()
     latest = {track_id: memory._latest_leaf(track_id) for track_id in memory.tracker.tracks}
-    assert memory._latest and all(memory._latest[i][1][2] is latest[i] for i in latest)
+    assert memory._placements and all(memory._placements[i][1][2] is latest[i] for i in latest)
     memory._changed()  # entries dropped: everything rebuilt
     fresh = memory.catalog()
     assert {i: memory._latest_leaf(i) for i in latest} == latest

@@ -179,7 +179,7 @@ class Mem4Nav:
         self._described: dict[int, np.ndarray] = {}  # track id -> embedding of its description
         if entries or not hasattr(self, "_entries"):
             self._entries: dict[int, tuple[tuple, Entity | None]] = {}  # track id -> (its state when made, entry)
-            self._latest: dict[int, tuple[tuple, tuple]] = {}  # track id -> (its state, _placed)
+            self._placements: dict[int, tuple[tuple, tuple]] = {}  # track id -> (its state, _placed)
 
     @property
     def diary(self) -> ActionDiary:
@@ -472,7 +472,7 @@ class Mem4Nav:
         lifelong memory holds hundreds of tracks, and a goal naming a category asks for each."""
         track = self.tracker.tracks.get(track_id)
         state = None if track is None else self._track_state(track)
-        cached = self._latest.get(track_id)
+        cached = self._placements.get(track_id)
         if state is not None and cached is not None and cached[0] == state:
             return cached[1]
         leaves = [self.octree.leaves[code] for code in sorted(self.track_leaves.get(track_id, ()))]
@@ -481,7 +481,7 @@ class Mem4Nav:
         latest = max(leaves, key=lambda item: (item.sightings[track_id].stamp, item.code)) if leaves else None
         placed = (leaves, centres, latest)
         if state is not None:
-            self._latest[track_id] = (state, placed)
+            self._placements[track_id] = (state, placed)
         return placed
 
     def _track_state(self, track) -> tuple:
